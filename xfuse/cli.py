@@ -62,9 +62,9 @@ def extract(split, langs, encoder, max_length, layers, dtype, batch_size, shard_
                            layers=layers, dtype=dtype, batch_size=batch_size, shard_size=shard_size, device=device,
                            prefix=prefix, data_dir=data_dir, cache_dir=cache_dir, out=out)
     report = run_extract(config, progress=not quiet)
-    rate = report.computed_pairs / report.seconds if report.seconds else 0.0
-    click.echo(f"store {report.store_dir}: {len(report.parts)} parts, {report.total_bytes / 2**30:.2f} GiB; "
-               f"computed {report.computed_pairs} pairs at {rate:.1f} pairs/s")
+    done = (f"computed {report.computed_pairs} pairs at {report.computed_pairs / report.seconds:.1f} pairs/s"
+            if report.computed_pairs else "every part was already extracted")
+    click.echo(f"store {report.store_dir}: {len(report.parts)} parts, {report.total_bytes / 2**30:.2f} GiB; {done}")
 
 
 def main(argv=None) -> None:

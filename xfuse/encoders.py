@@ -55,6 +55,10 @@ class Encoder:
         return int(self.model.config.hidden_size)
 
     @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    @property
     def uses_token_types(self) -> bool:
         return int(getattr(self.model.config, "type_vocab_size", 1) or 1) > 1
 
@@ -112,8 +116,11 @@ def resolve_device(device: str) -> torch.device:
 
 def load_encoder(name: str, device: str = "auto", cache_root: Path = Path("cache")) -> Encoder:
     """Load ``name`` frozen, in eval mode, on ``device`` (float16 on CUDA)."""
+    import transformers
     from transformers import AutoModel, AutoTokenizer
 
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     target = resolve_device(device)
     default_prefix = ""
     if name == EMBEDDED_NAME:

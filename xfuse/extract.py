@@ -10,11 +10,12 @@ becomes one part file, named by its split, language and data hash (layout in
 
 Work is resumable and atomic. A part is computed in shards of ``shard_size``
 pairs in file order; each shard is written to a temporary file and renamed
-into ``.work/``, so a process killed at any moment leaves only whole shards.
-A rerun keeps them, computes the missing ones, and concatenates all into the
-part file, again through a temporary file and a rename. Batches inside a shard
-are bucketed by length (longest first), and a shard's batches are a pure
-function of its pairs, so a resumed run stores exactly the features of an
+into the part's ``.shards/`` folder, so a process killed at any moment leaves
+only whole shards. A rerun keeps them and computes the missing ones; the part
+file, which stitches the shards together without copying them, is written
+last, again through a temporary file and a rename. Batches inside a shard are
+bucketed by length (longest first), and a shard's batches are a pure function
+of its pairs, so a resumed run stores exactly the features of an
 uninterrupted one.
 
 Usage::
@@ -28,7 +29,6 @@ import fcntl
 import json
 import math
 import re
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,8 +43,8 @@ from . import __version__
 from .data import LANGUAGES, PairSet, load_protocol, protocol_parts, resolve_data_dir
 from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
 from .errors import XfuseError
-from .features import (FORMAT, WORK_DIR, FeaturePart, assemble_part, read_shard_attrs,
-                       write_shard, write_store_settings)
+from .features import (FORMAT, FeaturePart, part_bytes, read_shard_attrs, shards_dir, write_part, write_shard,
+                       write_store_settings)
 from .hashing import config_fingerprint
 from .layers import parse_layers
 
@@ -163,18 +163,17 @@ def part_stem(pairs: PairSet) -> str:
 
 def _extract_part(encoder: Encoder, pairs: PairSet, store_dir: Path, settings: dict, resolved: dict,
                   config: ExtractConfig, progress: bool) -> PartReport:
-    stem = part_stem(pairs)
-    target = store_dir / f"{stem}.h5"
+    target = store_dir / f"{part_stem(pairs)}.h5"
     report = dict(name=pairs.name, path=target, pairs=len(pairs),
                   dropped_not_translated=pairs.dropped_not_translated, dropped_unlabelled=pairs.dropped_unlabelled)
     if target.is_file():
-        with FeaturePart(target) as existing:  # refuses an incomplete file
+        with FeaturePart(target) as existing:  # refuses an incomplete file or missing shards
             if existing.attrs.get("settings_fingerprint") != settings["fingerprint"]:
                 raise XfuseError(f"{target} was made with other settings than {store_dir / 'store.json'}; remove it")
-        return PartReport(**report, status="cached", computed_pairs=0, seconds=0.0, bytes=target.stat().st_size)
-    work = store_dir / WORK_DIR / stem
-    work.mkdir(parents=True, exist_ok=True)
-    with _exclusive(work / "lock", target):
+        return PartReport(**report, status="cached", computed_pairs=0, seconds=0.0, bytes=part_bytes(target))
+    shards = shards_dir(target)
+    shards.mkdir(parents=True, exist_ok=True)
+    with _exclusive(shards / "lock", target):
         started = time.perf_counter()
         prefix = settings["prefix"]
         tokens = encoder.tokenize([prefix + s for s in pairs.sentence1], [prefix + s for s in pairs.sentence2],
@@ -182,17 +181,15 @@ def _extract_part(encoder: Encoder, pairs: PairSet, store_dir: Path, settings: d
         lengths = np.array([len(ids) for ids in tokens["input_ids"]], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         shard_size = int(config.shard_size)
-        shard_paths = [work / f"shard-{k:05d}.h5" for k in range(math.ceil(len(pairs) / shard_size))]
+        shard_paths = [shards / f"shard-{k:05d}.h5" for k in range(math.ceil(len(pairs) / shard_size))]
         expected = [_shard_attrs(settings, pairs, k, shard_size, offsets) for k in range(len(shard_paths))]
         done = [read_shard_attrs(path) == attrs if path.is_file() else False
                 for path, attrs in zip(shard_paths, expected)]
         resumed_pairs = sum(attrs["stop"] - attrs["first"] for attrs, ok in zip(expected, done) if ok)
+        todo = [(path, attrs) for path, attrs, ok in zip(shard_paths, expected, done) if not ok]
         with tqdm(total=len(pairs), initial=resumed_pairs, unit="pair", desc=pairs.name, disable=not progress,
                   dynamic_ncols=True) as bar:
-            for path, attrs, ok in zip(shard_paths, expected, done):
-                if not ok:
-                    rows = _compute_shard(encoder, tokens, lengths, offsets, attrs, settings, config, bar)
-                    write_shard(path, rows, attrs)
+            _compute_shards(encoder, tokens, lengths, offsets, todo, settings, config, bar)
         metadata = {"id": list(pairs.ids), "label": pairs.labels, "offset": offsets,
                     "second_start": tokens["second_start"],
                     "input_ids": np.concatenate([np.asarray(ids, dtype=np.int32) for ids in tokens["input_ids"]])}
@@ -201,12 +198,12 @@ def _extract_part(encoder: Encoder, pairs: PairSet, store_dir: Path, settings: d
                      split=pairs.split, lang=pairs.lang, dropped_not_translated=pairs.dropped_not_translated,
                      dropped_unlabelled=pairs.dropped_unlabelled, xfuse_version=__version__,
                      extract_config=json.dumps(resolved, sort_keys=True))
-        assemble_part(target, shard_paths, metadata, attrs)
-        shutil.rmtree(work, ignore_errors=True)
+        write_part(target, shard_paths, [attrs["num_tokens"] for attrs in expected], metadata, attrs)
         seconds = time.perf_counter() - started
+    (shards / "lock").unlink(missing_ok=True)
     status = "resumed" if resumed_pairs else "extracted"
     return PartReport(**report, status=status, computed_pairs=len(pairs) - resumed_pairs, seconds=seconds,
-                      bytes=target.stat().st_size)
+                      bytes=part_bytes(target))
 
 
 def _shard_attrs(settings: dict, pairs: PairSet, index: int, shard_size: int, offsets: np.ndarray) -> dict:
@@ -215,33 +212,56 @@ def _shard_attrs(settings: dict, pairs: PairSet, index: int, shard_size: int, of
             "first": first, "stop": stop, "num_tokens": int(offsets[stop] - offsets[first])}
 
 
-def _compute_shard(encoder: Encoder, tokens: dict, lengths: np.ndarray, offsets: np.ndarray, attrs: dict,
-                   settings: dict, config: ExtractConfig, bar) -> dict:
-    """Hidden states of one shard's pairs, unpadded, rows in file order: layer -> (tokens, E)."""
-    first, stop = attrs["first"], attrs["stop"]
-    numpy_dtype, torch_dtype = DTYPES[settings["dtype"]]
-    rows = {layer: np.empty((attrs["num_tokens"], encoder.hidden_size), dtype=numpy_dtype)
-            for layer in settings["layers"]}
+def length_buckets(lengths: np.ndarray, first: int, stop: int, batch_size: int) -> list:
+    """Pairs ``first:stop`` in batches of similar length, longest first (ties by position)."""
     order = sorted(range(first, stop), key=lambda pair: (-lengths[pair], pair))
-    pad_id = encoder.tokenizer.pad_token_id or 0
-    for start in range(0, len(order), config.batch_size):
-        batch = order[start : start + config.batch_size]
-        width = int(lengths[batch[0]])
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        token_types = torch.zeros((len(batch), width), dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, pair in enumerate(batch):
-            length = int(lengths[pair])
-            input_ids[row, :length] = torch.tensor(tokens["input_ids"][pair])
-            token_types[row, :length] = torch.tensor(tokens["token_type_ids"][pair])
-            mask[row, :length] = 1
-        hidden = encoder.hidden_states(input_ids, mask, token_types)
-        keep = mask.bool().to(encoder.device)
-        destination = np.concatenate([np.arange(offsets[p], offsets[p + 1]) for p in batch]) - offsets[first]
-        for layer in settings["layers"]:
-            rows[layer][destination] = hidden[layer][keep].to(torch_dtype).cpu().numpy()
-        bar.update(len(batch))
-    return rows
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def collate(tokens: dict, batch: list, pad_id: int, width: Optional[int] = None) -> tuple:
+    """Padded ``input_ids``, ``attention_mask`` and ``token_type_ids`` (B, width) of a batch of pairs."""
+    lengths = [len(tokens["input_ids"][pair]) for pair in batch]
+    width = width or max(lengths)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    token_types = torch.zeros((len(batch), width), dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (pair, length) in enumerate(zip(batch, lengths)):
+        input_ids[row, :length] = torch.tensor(tokens["input_ids"][pair])
+        token_types[row, :length] = torch.tensor(tokens["token_type_ids"][pair])
+        mask[row, :length] = 1
+    return input_ids, mask, token_types
+
+
+def _compute_shards(encoder: Encoder, tokens: dict, lengths: np.ndarray, offsets: np.ndarray, todo: list,
+                    settings: dict, config: ExtractConfig, bar) -> None:
+    """Compute and write the shards in ``todo`` ((path, attrs) pairs), in order.
+
+    One buffer (layers, tokens, E), sized for the largest shard, is reused
+    for every shard, since touching fresh memory is costly. Each batch's real
+    tokens are cast and copied by torch straight to their rows in file order.
+    """
+    if not todo:
+        return
+    _, torch_dtype = DTYPES[settings["dtype"]]
+    layers = settings["layers"]
+    most_tokens = max(attrs["num_tokens"] for _, attrs in todo)
+    buffer = torch.empty((len(layers), most_tokens, encoder.hidden_size), dtype=torch_dtype)
+    for path, attrs in todo:
+        first = attrs["first"]
+        rows = buffer[:, : attrs["num_tokens"]]  # (L, tokens, E)
+        for batch in length_buckets(lengths, first, attrs["stop"], config.batch_size):
+            input_ids, mask, token_types = collate(tokens, batch, encoder.pad_id)
+            hidden = encoder.hidden_states(input_ids, mask, token_types)
+            width = input_ids.shape[1]
+            source = torch.from_numpy(np.concatenate(
+                [row * width + np.arange(lengths[pair]) for row, pair in enumerate(batch)]))
+            destination = torch.from_numpy(np.concatenate(
+                [np.arange(offsets[pair], offsets[pair + 1]) for pair in batch]) - offsets[first])
+            for position, layer in enumerate(layers):
+                flat = hidden[layer].reshape(-1, encoder.hidden_size).to(torch_dtype)  # (B * T, E)
+                rows[position].index_copy_(0, destination, flat.index_select(0, source.to(flat.device)).cpu())
+            bar.update(len(batch))
+        write_shard(path, rows.numpy(), layers, attrs)
 
 
 @contextmanager

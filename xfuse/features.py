@@ -4,17 +4,19 @@ Layout of a store (the folder name is content-addressed: a fingerprint of all
 that changes the features, see :mod:`xfuse.extract`)::
 
     cache/features/<encoder>-<fingerprint>/
-        store.json                          the resolved settings, fingerprinted
-        <split>-<lang>-<data sha256[:12]>.h5  one complete file per PAWS-X file
-        .work/<split>-<lang>-<data sha256[:12]>/shard-00000.h5 ...
-                                            resumable work, removed once assembled
+        store.json                              the resolved settings, fingerprinted
+        <split>-<lang>-<data sha256[:12]>.h5      one part file per PAWS-X file
+        <split>-<lang>-<data sha256[:12]>.shards/ its features, in shards of pairs:
+            shard-00000.h5 ...                  one contiguous dataset per layer
 
-A part file exists only once complete: it is written as ``*.h5.tmp`` and
-renamed into place. Inside it, no padding is stored: the tokens of all pairs
-are concatenated, pair ``i`` owning rows ``offset[i]:offset[i+1]``::
+Each shard is written to a temporary file and renamed into place, so it is
+whole or absent; the part file is written last, the same way, and exists only
+once every shard does. Inside the part file no padding is stored: the tokens
+of all pairs are concatenated, pair ``i`` owning rows ``offset[i]:offset[i+1]``::
 
-    /layers/<k>          (num_tokens, E) float16|float32  hidden state k (0 = embeddings),
-                         chunked along tokens, so k layers read only those k
+    /layers/<k>          (num_tokens, E) float16|float32  hidden state k (0 = embeddings):
+                         a virtual dataset over the shards, so reading k layers
+                         reads only those k, and a range of pairs only its rows
     /tokens/input_ids    (num_tokens,) int32
     /pairs/id            (N,) utf-8 string, opaque PAWS-X id
     /pairs/lang          (N,) ascii, e.g. b"de"
@@ -52,8 +54,7 @@ from .layers import resolve_layers
 
 FORMAT = "xfuse-features/1"
 STORE_FILE = "store.json"
-WORK_DIR = ".work"
-_CHUNK_BYTES = 1 << 18
+SHARDS_SUFFIX = ".shards"
 
 
 @dataclass
@@ -94,6 +95,12 @@ class FeaturePart:
         if self.attrs.get("format") != FORMAT or not self.attrs.get("complete"):
             self._file.close()
             raise XfuseError(f"{self.path}: not a complete {FORMAT} file")
+        missing = sorted({source.file_name for dataset in self._file["layers"].values() if dataset.is_virtual
+                          for source in dataset.virtual_sources()
+                          if not (self.path.parent / source.file_name).is_file()})
+        if missing:
+            self._file.close()
+            raise XfuseError(f"{self.path}: {len(missing)} shard file(s) missing ({missing[0]}); remove the part and extract again")
         pairs = self._file["pairs"]
         self.offsets = pairs["offset"][:]
         self.labels = pairs["label"][:]
@@ -236,12 +243,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def write_shard(path: Path, layers: dict, attrs: dict) -> None:
-    """Write one shard's token rows per layer to ``path`` atomically."""
+def shards_dir(part_path: Path) -> Path:
+    """The folder holding a part file's shards."""
+    return part_path.with_name(part_path.name.removesuffix(".h5") + SHARDS_SUFFIX)
+
+
+def write_shard(path: Path, rows: np.ndarray, layers: Sequence[int], attrs: dict) -> None:
+    """Write one shard, ``rows`` (layers, tokens, E), one dataset per layer, atomically."""
     temporary = path.with_name(path.name + ".tmp")
     with h5py.File(temporary, "w") as handle:
-        for layer, rows in layers.items():
-            handle.create_dataset(str(layer), data=rows)
+        for position, layer in enumerate(layers):
+            handle.create_dataset(str(layer), data=rows[position])
         handle.attrs.update(attrs)
     os.replace(temporary, path)
 
@@ -255,30 +267,28 @@ def read_shard_attrs(path: Path) -> Optional[dict]:
         return None
 
 
-def assemble_part(target: Path, shard_paths: Sequence[Path], pairs: dict, attrs: dict) -> None:
-    """Concatenate shards into the complete part file, written as ``*.tmp`` then renamed."""
+def write_part(target: Path, shard_paths: Sequence[Path], shard_tokens: Sequence[int], pairs: dict, attrs: dict) -> None:
+    """Write the part file over its shards (virtual datasets), as ``*.tmp`` then renamed.
+
+    Shard paths are stored relative to the part file, so a store can be moved.
+    """
     layers = [int(layer) for layer in attrs["layers"]]
     offsets = pairs["offset"]
     num_tokens = int(offsets[-1])
+    if sum(shard_tokens) != num_tokens:
+        raise XfuseError(f"{target}: shards hold {sum(shard_tokens)} tokens, expected {num_tokens}")
+    dtype = np.dtype(attrs["dtype"])
+    width = int(attrs["hidden_size"])
     temporary = target.with_name(target.name + ".tmp")
     with h5py.File(temporary, "w") as handle:
-        group = handle.create_group("layers")
-        with h5py.File(shard_paths[0], "r") as first:
-            width, dtype = first[str(layers[0])].shape[1], first[str(layers[0])].dtype
-        chunk_rows = max(1, min(num_tokens, _CHUNK_BYTES // (width * dtype.itemsize)))
-        datasets = {
-            layer: group.create_dataset(str(layer), shape=(num_tokens, width), dtype=dtype, chunks=(chunk_rows, width))
-            for layer in layers
-        }
-        row = 0
-        for shard_path in shard_paths:
-            with h5py.File(shard_path, "r") as shard:
-                count = shard[str(layers[0])].shape[0]
-                for layer in layers:
-                    datasets[layer][row : row + count] = shard[str(layer)][:]
-            row += count
-        if row != num_tokens:
-            raise XfuseError(f"{target}: shards hold {row} tokens, expected {num_tokens}; delete {target.parent / WORK_DIR}")
+        for layer in layers:
+            layout = h5py.VirtualLayout(shape=(num_tokens, width), dtype=dtype)
+            row = 0
+            for shard_path, count in zip(shard_paths, shard_tokens):
+                relative = str(shard_path.relative_to(target.parent))
+                layout[row : row + count] = h5py.VirtualSource(relative, str(layer), shape=(count, width))
+                row += count
+            handle.create_virtual_dataset(f"layers/{layer}", layout)
         handle.create_dataset("tokens/input_ids", data=pairs["input_ids"].astype(np.int32))
         string = h5py.string_dtype("utf-8")
         handle.create_dataset("pairs/id", data=np.asarray(pairs["id"], dtype=object), dtype=string)
@@ -290,6 +300,13 @@ def assemble_part(target: Path, shard_paths: Sequence[Path], pairs: dict, attrs:
         handle.create_dataset("pairs/second_start", data=np.asarray(pairs["second_start"], dtype=np.int32))
         handle.attrs.update({**attrs, "num_pairs": count, "num_tokens": num_tokens, "complete": True})
     os.replace(temporary, target)
+
+
+def part_bytes(part_path: Path) -> int:
+    """Bytes on disk of a part file and its shards."""
+    shards = shards_dir(part_path)
+    return part_path.stat().st_size + sum(p.stat().st_size for p in shards.glob("*.h5")) if shards.is_dir() \
+        else part_path.stat().st_size
 
 
 def _plain(value):
