@@ -1,0 +1,135 @@
+"""Calibration metrics against independent references (scikit-learn, netcal, relplot) and hand-computed cases."""
+
+import numpy as np
+import pytest
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import brier_score_loss, log_loss
+
+from xfuse import calibration as cal
+from xfuse.errors import XfuseError
+
+
+@pytest.fixture(scope="module")
+def sample():
+    """Overconfident predictions: labels drawn from a tempered version of the forecast."""
+    rng = np.random.default_rng(7)
+    logits = rng.normal(0, 3, size=3000)
+    p1 = 1 / (1 + np.exp(-logits))
+    labels = (rng.random(3000) < 1 / (1 + np.exp(-logits / 2))).astype(int)
+    return p1, labels
+
+
+def test_hand_computed_case():
+    p1 = np.array([0.9, 0.8, 0.3, 0.6])
+    y = np.array([1, 0, 0, 0])
+    # top-label confidences 0.9, 0.8, 0.7, 0.6; correct 1, 0, 1, 0
+    assert cal.accuracy(p1, y) == 0.5
+    assert cal.brier(p1, y) == pytest.approx((0.01 + 0.64 + 0.09 + 0.36) / 4)
+    assert cal.nll(p1, y) == pytest.approx(-(np.log(0.9) + np.log(0.2) + np.log(0.7) + np.log(0.4)) / 4)
+    # 2 bins [0, .5) [.5, 1]: all four in the upper bin, confidence 0.75, accuracy 0.5
+    assert cal.ece(p1, y, bins=2) == pytest.approx(0.25)
+    # 10 bins: one example per bin 6, 7, 8, 9: |0.6-0| + |0.7-1| + |0.8-0| + |0.9-1| over 4
+    assert cal.ece(p1, y, bins=10) == pytest.approx((0.6 + 0.3 + 0.8 + 0.1) / 4)
+    assert cal.mce(p1, y, bins=10) == pytest.approx(0.8)
+
+
+def test_top_label_is_max_p_not_p1():
+    """The binary trap: a confident, right prediction of class 0 is calibrated."""
+    p1 = np.full(1000, 0.1)
+    y = np.zeros(1000, dtype=int)
+    y[:100] = 1  # P(y=1) really is 0.1, so the 0.9-confident prediction of class 0 is right 90% of the time
+    assert cal.ece(p1, y) == pytest.approx(0.0, abs=1e-12)
+    confidence, correct = cal.top_label(p1, y)
+    assert confidence[0] == pytest.approx(0.9) and correct.mean() == pytest.approx(0.9)
+
+
+def test_two_column_input_equals_one_column(sample):
+    p1, y = sample
+    both = np.stack([1 - p1, p1], axis=1)
+    for name, metric in cal.METRICS.items():
+        if name != "smooth_ece":
+            assert metric(both, y) == pytest.approx(metric(p1, y)), name
+
+
+def test_against_scikit_learn(sample):
+    p1, y = sample
+    assert cal.brier(p1, y) == pytest.approx(brier_score_loss(y, p1), abs=1e-12)
+    assert cal.nll(p1, y) == pytest.approx(log_loss(y, p1), abs=1e-9)
+    fraction, mean_forecast = calibration_curve(y, p1, n_bins=15, strategy="uniform")
+    table = cal.reliability_bins(p1, y.astype(float), cal.bin_edges(p1, 15))
+    filled = table["count"] > 0
+    np.testing.assert_allclose(table["accuracy"][filled], fraction, atol=1e-12)
+    np.testing.assert_allclose(table["confidence"][filled], mean_forecast, atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def asymmetric():
+    """Overconfident on class 1, underconfident on class 0: top-label and class-1 ECE differ."""
+    rng = np.random.default_rng(11)
+    p1 = rng.random(4000)
+    truth = np.where(p1 > 0.5, 0.5 + (p1 - 0.5) * 0.6, p1 * 0.6)
+    return p1, (rng.random(4000) < truth).astype(int)
+
+
+@pytest.mark.parametrize("bins", [10, 15])
+@pytest.mark.parametrize("data", ["sample", "asymmetric"])
+def test_against_netcal(request, data, bins):
+    from netcal.metrics import ECE, MCE
+
+    p1, y = request.getfixturevalue(data)
+    # netcal's binary input, one or two columns, is P(y=1) against 1[y=1] (the binary trap).
+    # Given the top-label confidence and whether the prediction is right, it computes top-label ECE.
+    confidence, correct = cal.top_label(p1, y)
+    assert cal.ece(p1, y, bins) == pytest.approx(ECE(bins=bins).measure(confidence, correct), abs=1e-6)
+    assert cal.mce(p1, y, bins) == pytest.approx(MCE(bins=bins).measure(confidence, correct), abs=1e-6)
+    assert cal.adaptive_ece(p1, y, bins) == pytest.approx(
+        ECE(bins=bins, equal_intervals=False).measure(confidence, correct), abs=1e-6)
+    if data == "asymmetric":
+        trap = ECE(bins=bins).measure(np.stack([1 - p1, p1], axis=1), y)
+        assert abs(trap - cal.ece(p1, y, bins)) > 0.01
+
+
+def test_smooth_ece_against_relplot(sample):
+    import relplot
+
+    confidence, correct = cal.top_label(*sample)
+    assert cal.smooth_ece(*sample) == pytest.approx(relplot.smECE(confidence, correct), abs=1e-4)
+    for sigma in (0.02, 0.05, 0.2):
+        assert cal.smooth_ece_at(confidence, correct, sigma) == pytest.approx(
+            relplot.smECE_sigma(confidence, correct, sigma), abs=1e-4)
+
+
+def test_perfectly_calibrated_predictions_have_near_zero_error():
+    rng = np.random.default_rng(0)
+    p1 = rng.random(200_000)
+    y = (rng.random(200_000) < p1).astype(int)
+    assert cal.ece(p1, y) < 0.005
+    assert cal.adaptive_ece(p1, y) < 0.005
+    assert cal.classwise_ece(p1, y) < 0.005
+    assert cal.brier_decomposition(p1, y)["reliability"] < 1e-4
+
+
+def test_brier_decomposition_adds_up_with_constant_forecasts_per_bin():
+    rng = np.random.default_rng(1)
+    p1 = rng.choice([0.05, 0.35, 0.62, 0.97], size=5000)  # one forecast value per 15-bin
+    y = (rng.random(5000) < np.clip(p1 + 0.1, 0, 1)).astype(int)
+    parts = cal.brier_decomposition(p1, y, bins=15)
+    assert parts["reliability"] - parts["resolution"] + parts["uncertainty"] == pytest.approx(cal.brier(p1, y), abs=1e-12)
+
+
+def test_bootstrap_interval_brackets_the_value(sample):
+    p1, y = sample
+    low, high = cal.bootstrap_interval(cal.ece, p1, y, n_resamples=200, seed=3)
+    assert low < cal.ece(p1, y) < high
+    assert (low, high) == cal.bootstrap_interval(cal.ece, p1, y, n_resamples=200, seed=3)
+
+
+@pytest.mark.parametrize("probs, labels, message", [
+    (np.array([[0.2, 0.3]]), [1], r"probs: expected \(N, 2\) rows summing to 1"),
+    (np.array([1.2]), [1], r"probs: expected values in \[0, 1\]"),
+    (np.array([0.2, 0.3]), [1], r"labels: expected shape \(2,\), got \(1,\)"),
+    (np.array([0.2, 0.3]), [1, 2], r"labels: expected 0 or 1, got \[2\]"),
+])
+def test_validation_names_expected_and_received(probs, labels, message):
+    with pytest.raises(XfuseError, match=message):
+        cal.ece(probs, labels)

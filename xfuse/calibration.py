@@ -1,0 +1,289 @@
+"""Calibration metrics for binary classifiers: pure functions on probabilities and labels.
+
+Every function takes ``probs``, either (N, 2) class probabilities or (N,)
+probabilities of class 1, and ``labels`` (N,) in {0, 1}. Two quantities are
+measured, and each docstring says which:
+
+- **top-label**: the confidence is ``max(p, 1 - p)`` (the probability of the
+  predicted class) and the outcome is whether the prediction is right. This is
+  what "ECE" usually means. Feeding ``P(y = 1)`` in its place, as netcal and
+  torchmetrics do for one-column binary input, measures something else: a
+  model that always says 0.2 for a class-0 example is then judged
+  against the frequency of class 1 at 0.2, not against its 80% confidence.
+- **class-1 / classwise**: the probability of each class against that class's
+  frequency (Brier score, its decomposition, classwise ECE).
+
+Binning follows ``numpy.histogram``: ``bins`` equal-width intervals over
+[0, 1], each closed on the left and open on the right except the last, which
+is closed; equal-mass bins take their inner edges at quantiles of the
+confidence and keep 0 and 1 as outer edges. Empty bins count nothing.
+
+For a statistic ``m``, ``bootstrap_interval`` resamples the N examples with
+replacement ``n_resamples`` times and returns the 2.5% and 97.5% percentiles.
+
+Usage::
+
+    probs = softmax(logits)                      # (N, 2)
+    summary = calibration_summary(probs, labels, bins=15, n_resamples=1000, seed=0)
+    summary["ece"]                              # {"value": ..., "low": ..., "high": ...}
+"""
+
+from typing import Callable, Optional
+
+import numpy as np
+
+from .errors import XfuseError
+
+DEFAULT_BINS = 15
+_EPS = 1e-12
+
+
+def check_probs(probs) -> np.ndarray:
+    """Probabilities of class 1, (N,) float64, from (N,) or (N, 2) input summing to 1."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim == 2:
+        if probs.shape[1] != 2 or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-5):
+            raise XfuseError(f"probs: expected (N, 2) rows summing to 1, got shape {probs.shape}")
+        probs = probs[:, 1]
+    if probs.ndim != 1 or probs.size == 0:
+        raise XfuseError(f"probs: expected a non-empty (N,) or (N, 2) array, got shape {probs.shape}")
+    if not np.all((probs >= 0) & (probs <= 1)):
+        raise XfuseError("probs: expected values in [0, 1]")
+    return probs
+
+
+def check_labels(labels, size: int) -> np.ndarray:
+    """Labels as (N,) int64 in {0, 1}, of the same length as the probabilities."""
+    labels = np.asarray(labels)
+    if labels.shape != (size,):
+        raise XfuseError(f"labels: expected shape ({size},), got {labels.shape}")
+    if not np.isin(labels, (0, 1)).all():
+        raise XfuseError(f"labels: expected 0 or 1, got {sorted(set(np.unique(labels).tolist()) - {0, 1})[:3]}")
+    return labels.astype(np.int64)
+
+
+def _inputs(probs, labels) -> tuple:
+    p1 = check_probs(probs)
+    return p1, check_labels(labels, p1.size)
+
+
+def top_label(probs, labels) -> tuple:
+    """(confidence, correct): ``max(p, 1 - p)`` and whether ``argmax`` equals the label.
+
+    Ties (p = 0.5) predict class 1, as ``p >= 0.5``.
+    """
+    p1, y = _inputs(probs, labels)
+    predicted = (p1 >= 0.5).astype(np.int64)
+    return np.where(predicted == 1, p1, 1.0 - p1), (predicted == y).astype(np.float64)
+
+
+def accuracy(probs, labels) -> float:
+    """Fraction of examples whose top-label prediction is right."""
+    return float(top_label(probs, labels)[1].mean())
+
+
+def nll(probs, labels) -> float:
+    """Mean negative log-likelihood of the true class, probabilities clipped at 1e-12."""
+    p1, y = _inputs(probs, labels)
+    p_true = np.where(y == 1, p1, 1.0 - p1)
+    return float(-np.log(np.clip(p_true, _EPS, 1.0)).mean())
+
+
+def brier(probs, labels) -> float:
+    """Binary Brier score, ``mean((P(y=1) - y)^2)`` (scikit-learn's ``brier_score_loss``).
+
+    The two-class sum ``sum_k (p_k - 1[y=k])^2`` is exactly twice this.
+    """
+    p1, y = _inputs(probs, labels)
+    return float(np.mean((p1 - y) ** 2))
+
+
+def bin_edges(confidence: np.ndarray, bins: int = DEFAULT_BINS, equal_mass: bool = False) -> np.ndarray:
+    """``bins + 1`` edges over [0, 1]: equal width, or inner edges at quantiles of ``confidence``."""
+    if int(bins) < 1:
+        raise XfuseError(f"bins: expected an integer >= 1, got {bins}")
+    edges = np.linspace(0.0, 1.0, int(bins) + 1)
+    if equal_mass:
+        edges = np.quantile(confidence, edges)
+        edges[0], edges[-1] = 0.0, 1.0
+    return edges
+
+
+def _bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin of each value, numpy.histogram style (last bin closed)."""
+    return np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+
+
+def reliability_bins(confidence: np.ndarray, outcome: np.ndarray, edges: np.ndarray) -> dict:
+    """Per bin: ``count``, mean ``confidence`` and mean ``outcome`` (NaN where empty), and ``edges``."""
+    index = _bin_index(confidence, edges)
+    count = np.bincount(index, minlength=len(edges) - 1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_confidence = np.bincount(index, confidence, minlength=len(edges) - 1) / count
+        mean_outcome = np.bincount(index, outcome, minlength=len(edges) - 1) / count
+    return {"edges": edges, "count": count, "confidence": mean_confidence, "accuracy": mean_outcome}
+
+
+def _binned_gaps(confidence, outcome, edges) -> tuple:
+    table = reliability_bins(confidence, outcome, edges)
+    filled = table["count"] > 0
+    return np.abs(table["confidence"] - table["accuracy"])[filled], table["count"][filled]
+
+
+def ece(probs, labels, bins: int = DEFAULT_BINS) -> float:
+    """Top-label expected calibration error, equal-width bins.
+
+    ``ECE = sum_b (n_b / N) |acc_b - conf_b|`` over the bins of ``max(p, 1 - p)``.
+    """
+    confidence, correct = top_label(probs, labels)
+    gaps, counts = _binned_gaps(confidence, correct, bin_edges(confidence, bins))
+    return float(np.sum(gaps * counts) / confidence.size)
+
+
+def adaptive_ece(probs, labels, bins: int = DEFAULT_BINS) -> float:
+    """Top-label ECE with equal-mass bins (edges at quantiles of the confidence)."""
+    confidence, correct = top_label(probs, labels)
+    gaps, counts = _binned_gaps(confidence, correct, bin_edges(confidence, bins, equal_mass=True))
+    return float(np.sum(gaps * counts) / confidence.size)
+
+
+def mce(probs, labels, bins: int = DEFAULT_BINS) -> float:
+    """Top-label maximum calibration error: ``max_b |acc_b - conf_b|`` over non-empty equal-width bins."""
+    confidence, correct = top_label(probs, labels)
+    gaps, _ = _binned_gaps(confidence, correct, bin_edges(confidence, bins))
+    return float(gaps.max())
+
+
+def classwise_ece(probs, labels, bins: int = DEFAULT_BINS) -> float:
+    """Classwise ECE: the mean over both classes k of the ECE of ``P(y=k)`` against ``1[y=k]``."""
+    p1, y = _inputs(probs, labels)
+    total = 0.0
+    for p_class, is_class in ((1.0 - p1, (y == 0).astype(np.float64)), (p1, (y == 1).astype(np.float64))):
+        gaps, counts = _binned_gaps(p_class, is_class, bin_edges(p_class, bins))
+        total += np.sum(gaps * counts) / y.size
+    return float(total / 2)
+
+
+def brier_decomposition(probs, labels, bins: int = DEFAULT_BINS) -> dict:
+    """Murphy's decomposition of the binary Brier score over equal-width bins of ``P(y=1)``.
+
+    ``reliability = sum_b n_b (p_b - o_b)^2 / N``, ``resolution = sum_b n_b (o_b - o)^2 / N``,
+    ``uncertainty = o (1 - o)``, with ``p_b`` the bin's mean forecast, ``o_b`` its
+    frequency of class 1 and ``o`` the overall one. Then
+    ``brier ~= reliability - resolution + uncertainty``, exactly so when the
+    forecasts within each bin are equal.
+    """
+    p1, y = _inputs(probs, labels)
+    table = reliability_bins(p1, y.astype(np.float64), bin_edges(p1, bins))
+    filled = table["count"] > 0
+    counts, forecast, observed = table["count"][filled], table["confidence"][filled], table["accuracy"][filled]
+    base_rate = y.mean()
+    return {
+        "reliability": float(np.sum(counts * (forecast - observed) ** 2) / y.size),
+        "resolution": float(np.sum(counts * (observed - base_rate) ** 2) / y.size),
+        "uncertainty": float(base_rate * (1 - base_rate)),
+    }
+
+
+def smooth_ece_at(confidence: np.ndarray, outcome: np.ndarray, sigma: float) -> float:
+    """Smooth ECE at bandwidth ``sigma`` (Blasiok and Nakkiran 2023), computed as relplot does.
+
+    With residuals ``r_i = f_i - y_i``, the Gaussian kernel ``phi_s`` reflected
+    at 0 and 1, and a mesh of ``M = max(200, round(10 / sigma))`` points ``t``:
+    ``smECE_s = sum_t |sum_i K(t, f_i) r_i| / sum_t (sum_i K(t, f_i) + 1e-4)``.
+    The kernel sums are evaluated on a grid of ``G = max(2000, round(20 / s)) // 2 + 1``
+    points: each ``f_i`` is split linearly between its two grid neighbours, the
+    grid is convolved with ``phi_s`` sampled over offsets in [-0.5, 0.5] after
+    reflecting it at both ends, and the result is interpolated linearly at ``t``.
+    """
+    mesh = np.linspace(0.0, 1.0, max(200, round(10 / sigma)))
+    numerator = _kernel_sum(confidence, confidence - outcome, sigma, mesh)
+    density = _kernel_sum(confidence, np.ones_like(confidence), sigma, mesh) + 1e-4
+    return float(np.sum(np.abs(numerator)) / np.sum(density))
+
+
+def _kernel_sum(points: np.ndarray, weights: np.ndarray, sigma: float, mesh: np.ndarray) -> np.ndarray:
+    """``sum_i w_i K(t, x_i)`` at each mesh point ``t``, on the grid described in :func:`smooth_ece_at`."""
+    size = max(2000, round(20 / sigma)) // 2 + 1
+    scaled = points * (size - 1)
+    lower = np.clip(scaled.astype(int), 0, size - 2)
+    fraction = scaled - lower
+    grid = (np.bincount(lower, (1 - fraction) * weights, minlength=size)
+            + np.bincount(lower + 1, fraction * weights, minlength=size))
+    axis = np.linspace(0.0, 1.0, size)
+    kernel = np.exp(-0.5 * ((axis - 0.5) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
+    reflected = np.concatenate([grid[::-1][:-1], grid, grid[::-1][1:]])
+    smoothed = np.convolve(reflected, kernel, "valid")[size // 2 : size // 2 + size]
+    return np.interp(mesh, axis, smoothed)
+
+
+def smooth_ece(probs, labels, tolerance: float = 0.001, refinements: int = 10) -> float:
+    """Top-label smooth ECE with its bandwidth chosen as the fixed point ``sigma = smECE_sigma``.
+
+    The fixed point is found as relplot does: halving the interval (0, 1]
+    ``refinements`` times, keeping the largest ``sigma`` known to satisfy
+    ``smECE_sigma <= sigma`` (or ``sigma < tolerance``); see :func:`smooth_ece_at`.
+    """
+    confidence, correct = top_label(probs, labels)
+    return smooth_ece_at(confidence, correct, smooth_ece_bandwidth(confidence, correct, tolerance, refinements))
+
+
+def smooth_ece_bandwidth(confidence, outcome, tolerance: float = 0.001, refinements: int = 10) -> float:
+    """The bandwidth of :func:`smooth_ece` (bisection on ``sigma < smECE_sigma``)."""
+    def too_wide(sigma: float) -> bool:
+        return sigma < tolerance or sigma < smooth_ece_at(confidence, outcome, sigma)
+
+    if too_wide(1.0):
+        return 1.0
+    high, low = 1.0, 0.0
+    for _ in range(refinements):
+        middle = (high + low) / 2
+        if too_wide(middle):
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+METRICS = {
+    "accuracy": accuracy,
+    "nll": nll,
+    "brier": brier,
+    "ece": ece,
+    "adaptive_ece": adaptive_ece,
+    "mce": mce,
+    "classwise_ece": classwise_ece,
+    "smooth_ece": smooth_ece,
+}
+
+
+def bootstrap_interval(metric: Callable, probs, labels, n_resamples: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> tuple:
+    """Percentile bootstrap interval of ``metric(probs, labels)`` over resampled examples."""
+    p1, y = _inputs(probs, labels)
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_resamples)
+    for resample in range(n_resamples):
+        pick = rng.integers(0, y.size, y.size)
+        values[resample] = metric(p1[pick], y[pick])
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def calibration_summary(probs, labels, bins: int = DEFAULT_BINS, n_resamples: int = 1000, seed: int = 0,
+                        metrics: Optional[dict] = None) -> dict:
+    """Each metric's value with its bootstrap 95% interval, plus the Brier decomposition and reliability bins."""
+    p1, y = _inputs(probs, labels)
+    metrics = metrics or METRICS
+    summary = {}
+    for name, metric in metrics.items():
+        binned = metric in (ece, adaptive_ece, mce, classwise_ece)
+        function = (lambda p, t, metric=metric: metric(p, t, bins)) if binned else metric
+        low, high = bootstrap_interval(function, p1, y, n_resamples, seed) if n_resamples else (np.nan, np.nan)
+        summary[name] = {"value": function(p1, y), "low": low, "high": high}
+    summary["brier_decomposition"] = brier_decomposition(p1, y, bins)
+    confidence, correct = top_label(p1, y)
+    table = reliability_bins(confidence, correct, bin_edges(confidence, bins))
+    summary["reliability_bins"] = {key: np.nan_to_num(value, nan=-1.0).tolist() for key, value in table.items()}
+    return summary
