@@ -67,6 +67,36 @@ def extract(split, langs, encoder, max_length, layers, dtype, batch_size, shard_
     click.echo(f"store {report.store_dir}: {len(report.parts)} parts, {report.total_bytes / 2**30:.2f} GiB; {done}")
 
 
+@cli.command("train-heads")
+@click.option("--layers", default="-1", show_default=True,
+              help="Comma-separated layers the head reads (-1 = last, 'all' for scalar_mix); two-layer heads: lower,last.")
+@click.option("--head", default="single", show_default=True,
+              help="single, concat, mean, scalar_mix, dlfa or aif.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialisation, batches and bootstrap.")
+@click.option("--cache", "store", default=None,
+              help="Features store folder [default: the only store under --cache-dir/features].")
+@click.option("--cache-dir", default=lambda: os.environ.get(CACHE_ENV, "cache"), show_default=f"${CACHE_ENV} or ./cache")
+@click.option("--pooling", type=click.Choice(["first", "mean"]), default="first", show_default=True)
+@click.option("--epochs", "max_epochs", type=int, default=10, show_default=True, help="At most this many epochs.")
+@click.option("--patience", type=int, default=2, show_default=True, help="Stop after this many epochs without a better dev-en loss.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", "learning_rate", type=float, default=1e-3, show_default=True)
+@click.option("--bins", type=int, default=15, show_default=True, help="Bins of the binned calibration errors.")
+@click.option("--bootstrap", "n_resamples", type=int, default=1000, show_default=True,
+              help="Bootstrap resamples for the 95% intervals (0 for none).")
+@click.option("--out", default="results", show_default=True, help="Folder of result directories.")
+def train_heads(layers, head, seed, store, cache_dir, pooling, max_epochs, patience, batch_size, learning_rate,
+                bins, n_resamples, out):
+    """Train a head on cached features; score it per language before and after temperature scaling."""
+    from .features import find_store
+    from .train import TrainConfig, train_heads as run_train
+
+    config = TrainConfig(store=str(store or find_store(cache_dir)), layers=layers, head=head, seed=seed, pooling=pooling,
+                         max_epochs=max_epochs, patience=patience, batch_size=batch_size,
+                         learning_rate=learning_rate, bins=bins, n_resamples=n_resamples, out=out)
+    run_train(config)
+
+
 def main(argv=None) -> None:
     """Run the command line, printing any error as one line."""
     try:

@@ -217,6 +217,16 @@ class FeatureStore:
         return FeaturePart(matches[0])
 
 
+def find_store(cache_dir: Path) -> Path:
+    """The only features store under ``cache_dir/features``, or an error naming the candidates."""
+    stores = sorted(path.parent for path in (Path(cache_dir) / "features").glob(f"*/{STORE_FILE}"))
+    if len(stores) != 1:
+        found = ", ".join(str(path) for path in stores) or "none"
+        raise XfuseError(f"--cache: expected one features store under {Path(cache_dir) / 'features'}, found {found}; "
+                         "pass --cache STORE_DIR")
+    return stores[0]
+
+
 def write_store_settings(store_dir: Path, settings: dict) -> None:
     """Record the store's settings, or check them against what is recorded."""
     path = store_dir / STORE_FILE

@@ -1,0 +1,70 @@
+"""train-heads end to end on a tiny encoder's features: result layout, determinism, clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from xfuse.errors import XfuseError
+from xfuse.extract import ExtractConfig, extract
+from xfuse.train import CONDITIONS, TrainConfig, train_heads
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tiny_encoder, mini_pawsx, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("train_cache")
+    config = ExtractConfig(encoder=str(tiny_encoder), data_dir=str(mini_pawsx), cache_dir=str(cache), device="cpu",
+                           languages=("en", "de", "ja"), max_length=64, shard_size=16)
+    return extract(config, progress=False, log=lambda line: None).store_dir
+
+
+def run(store, tmp_path, **changes):
+    settings = dict(store=str(store), layers="1,2", head="dlfa", max_epochs=2, n_resamples=20, batch_size=8,
+                    attention_dim=8, out=str(tmp_path / "results"))
+    return train_heads(TrainConfig(**(settings | changes)), log=lambda line: None)
+
+
+def test_result_directory_holds_config_metrics_predictions_and_curve(tiny_store, tmp_path):
+    result = run(tiny_store, tmp_path)
+    assert result.name == "dlfa-L1_2-s0"
+    assert sorted(p.name for p in result.iterdir()) == ["config.json", "curve.json", "metrics.json", "predictions.npz"]
+    config = json.loads((result / "config.json").read_text())
+    assert config["train"]["head"] == "dlfa" and config["features"]["hidden_size"] == 32
+    metrics = json.loads((result / "metrics.json").read_text())
+    assert sorted(metrics["languages"]) == ["de", "en", "ja"]
+    for lang, result_of_lang in metrics["languages"].items():
+        for condition in CONDITIONS:
+            ece = result_of_lang[condition]["ece"]
+            assert ece["low"] <= ece["value"] <= ece["high"]
+        # temperature scaling never changes the prediction
+        assert result_of_lang["zero_shot_ts"]["accuracy"]["value"] == result_of_lang["uncalibrated"]["accuracy"]["value"]
+    predictions = np.load(result / "predictions.npz")
+    assert predictions["test-de/logits"].shape == (len(predictions["test-de/ids"]), 2)
+    assert "dev-ja/logits" in predictions and "train-en/logits" not in predictions
+    assert len(json.loads((result / "curve.json").read_text())) in (1, 2)
+    assert not list(result.parent.glob(".tmp-*"))
+
+
+def test_same_seed_same_result_on_cpu(tiny_store, tmp_path):
+    first = np.load(run(tiny_store, tmp_path / "a") / "predictions.npz")
+    second = np.load(run(tiny_store, tmp_path / "b") / "predictions.npz")
+    other = np.load(run(tiny_store, tmp_path / "c", seed=1) / "predictions.npz")
+    np.testing.assert_array_equal(first["test-ja/logits"], second["test-ja/logits"])
+    assert not np.array_equal(first["test-ja/logits"], other["test-ja/logits"])
+
+
+@pytest.mark.parametrize("layers, message", [
+    ("1,7", r"--layers: layer 7 is out of range"),
+    ("1,2,0", r"--head dlfa: expected 2 layer\(s\) in --layers, received 3"),
+])
+def test_bad_layers_are_refused(tiny_store, tmp_path, layers, message):
+    with pytest.raises(XfuseError, match=message):
+        run(tiny_store, tmp_path, layers=layers)
+
+
+def test_layers_missing_from_the_cache_are_refused(tiny_encoder, mini_pawsx, tmp_path):
+    config = ExtractConfig(encoder=str(tiny_encoder), data_dir=str(mini_pawsx), cache_dir=str(tmp_path / "c"),
+                           device="cpu", languages=("en",), layers="-1")
+    store = extract(config, progress=False, log=lambda line: None).store_dir
+    with pytest.raises(XfuseError, match=r"--layers: layer\(s\) 1 not in the cache .* \(stored: 2\)"):
+        run(store, tmp_path, layers="1,2")
