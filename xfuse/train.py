@@ -142,12 +142,17 @@ def train_heads(config: TrainConfig, log: Callable[[str], None] = print) -> Path
     if not languages:
         raise XfuseError(f"{store.store_dir}: no test parts; run xfuse extract --split all first")
 
+    reading = 0.0
+
     def load(split: str, lang: str) -> LoadedPart:
+        nonlocal reading
+        begun = time.perf_counter()
         with store.part(split, lang) as part:
-            return LoadedPart(part, layers)
+            loaded = LoadedPart(part, layers)
+        reading += time.perf_counter() - begun
+        return loaded
 
     train, calibration = load("train", "en"), load("dev", "en")
-    reading = time.perf_counter() - started
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
     curve, best = [], (float("inf"), None, -1)
@@ -173,6 +178,7 @@ def train_heads(config: TrainConfig, log: Callable[[str], None] = print) -> Path
             break
     head.load_state_dict(best[1])
     training = time.perf_counter() - started - reading
+    evaluation_started, reading_before_evaluation = time.perf_counter(), reading
 
     logits = {"dev-en": predict(head, calibration, config.batch_size)}
     labels = {"dev-en": calibration.labels}
@@ -196,7 +202,8 @@ def train_heads(config: TrainConfig, log: Callable[[str], None] = print) -> Path
             **{condition: calibration_summary(probs, labels[name], config.bins, config.n_resamples, config.seed)
                for condition, probs in probabilities.items()},
         }
-    metrics["seconds"] = {"reading_train_and_dev_en": reading, "training": training,
+    metrics["seconds"] = {"reading_features": reading, "training": training,
+                          "evaluation": time.perf_counter() - evaluation_started - (reading - reading_before_evaluation),
                           "total": time.perf_counter() - started}
     result_dir = _write_result(config, store, metrics, logits, labels, ids, curve)
     log(format_table(metrics))
