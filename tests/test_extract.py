@@ -13,7 +13,8 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from conftest import REPO, write_subset
+from conftest import REPO
+from tiny import write_subset
 from xfuse.errors import XfuseError
 from xfuse.extract import ExtractConfig, extract
 from xfuse.features import FeatureStore

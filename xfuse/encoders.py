@@ -155,6 +155,31 @@ def load_encoder(name: str, device: str = "auto", cache_root: Path = Path("cache
                    compute_dtype=compute_dtype, revision=revision, default_prefix=default_prefix)
 
 
+def encoder_depth(name: str, cache_root: Path = Path("cache")) -> tuple:
+    """(num_hidden_layers, hidden_size) of an encoder, from its config alone (no weights loaded)."""
+    from transformers import AutoConfig
+
+    if name == EMBEDDED_NAME:
+        source, local = build_embedded(Path(cache_root)), True
+    elif Path(name).is_dir():
+        source, local = Path(name), True
+    elif _looks_like_path(name):
+        raise XfuseError(f"--encoder: no such directory {name!r}; expected a model folder, a hub name or {EMBEDDED_NAME}")
+    else:
+        source, local = name, False
+    try:
+        config = AutoConfig.from_pretrained(source, local_files_only=True)
+    except OSError as local_error:
+        if local:
+            raise XfuseError(f"--encoder {name}: cannot read the model config in {source} ({_first_line(local_error)})") from None
+        _require_hub(name)
+        try:
+            config = AutoConfig.from_pretrained(source)
+        except OSError as error:
+            raise XfuseError(f"--encoder {name}: cannot load its config from the Hugging Face hub ({_first_line(error)})") from None
+    return int(config.num_hidden_layers), int(config.hidden_size)
+
+
 def _load_pretrained(auto_model, auto_tokenizer, source, local_only: bool):
     from transformers import AutoConfig
 

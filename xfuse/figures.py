@@ -1,0 +1,203 @@
+"""Figures of a sweep report, drawn from the tables of :func:`xfuse.report.build_report` (no computing here).
+
+Each ``*_figure`` function returns a matplotlib ``Figure`` (Agg backend, no
+display needed); :func:`save_figures` writes them all as PNG:
+
+- ``delta_<metric>_<condition>.png``: per language, a heatmap of the change
+  against the baseline over lower layer (columns) x fusion head (rows);
+  ``*`` marks a change significant after Holm's correction;
+- ``reliability.png``: per language, reliability diagrams (top-label
+  confidence) of the baseline and the best configuration (lowest dev-en loss);
+- ``accuracy_vs_ece.png``: accuracy against ECE, every configuration and language;
+- ``ece_temperature_scaling.png``: per language, the ECE of the baseline and
+  of each fusion head at its best lower layer, uncalibrated, after zero-shot
+  and after oracle temperature scaling.
+
+Usage::
+
+    figure = delta_heatmap_figure(tables, "ece", "uncalibrated")
+    figure.savefig("delta_ece.png")
+"""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .calibration import bin_edges, reliability_bins  # noqa: E402
+
+METRIC_LABELS = {"accuracy": "accuracy", "ece": "ECE", "adaptive_ece": "adaptive ECE", "smooth_ece": "smooth ECE",
+                 "brier": "Brier score", "nll": "NLL", "mce": "MCE", "classwise_ece": "classwise ECE"}
+CONDITION_LABELS = {"uncalibrated": "uncalibrated", "zero_shot_ts": "zero-shot temperature scaling",
+                    "oracle_ts": "oracle temperature scaling"}
+HEAD_MARKERS = {"single": "o", "dlfa": "s", "aif": "^", "concat": "D", "mean": "v", "scalar_mix": "*"}
+
+
+def configuration_label(key: tuple) -> str:
+    head, layers = key
+    return f"{head} [{', '.join(map(str, layers))}]" if len(layers) <= 3 else f"{head} [{layers[0]}..{layers[-1]}]"
+
+
+def _grid(count: int, width: float = 3.6, height: float = 3.0):
+    columns = min(4, count)
+    rows = int(np.ceil(count / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False,
+                                constrained_layout=True)
+    for extra in axes.flat[count:]:
+        extra.set_visible(False)
+    return figure, axes.flat[:count]
+
+
+def delta_matrix(tables: dict, metric: str, condition: str, lang: str) -> tuple:
+    """(heads, lower layers, deltas (heads x layers, NaN where not run), significance (same shape))."""
+    rows = [row for row in tables["rows"] if row["lang"] == lang and row["condition"] == condition
+            and row["metric"] == metric and row["lower_layer"] is not None and row["head"] != "single"]
+    heads = sorted({row["head"] for row in rows})
+    lowers = sorted({row["lower_layer"] for row in rows})
+    deltas = np.full((len(heads), len(lowers)), np.nan)
+    significant = np.zeros((len(heads), len(lowers)), dtype=bool)
+    for row in rows:
+        position = heads.index(row["head"]), lowers.index(row["lower_layer"])
+        deltas[position], significant[position] = row["delta"], row["significant"]
+    return heads, lowers, deltas, significant
+
+
+def delta_heatmap_figure(tables: dict, metric: str, condition: str):
+    languages = tables["languages"]
+    matrices = [delta_matrix(tables, metric, condition, lang) for lang in languages]
+    limit = max([np.nanmax(np.abs(m[2])) for m in matrices if m[2].size and not np.all(np.isnan(m[2]))] + [1e-6])
+    # Blue is better: lower is better for every metric but accuracy.
+    colormap = "RdBu" if metric == "accuracy" else "RdBu_r"
+    figure, axes = _grid(len(languages), width=max(3.6, 0.45 * len(matrices[0][1]) + 1.5))
+    image = None
+    for axis, lang, (heads, lowers, deltas, significant) in zip(axes, languages, matrices):
+        image = axis.imshow(deltas, cmap=colormap, vmin=-limit, vmax=limit, aspect="auto")
+        axis.set_xticks(range(len(lowers)), [str(layer) for layer in lowers])
+        axis.set_yticks(range(len(heads)), heads)
+        axis.set_xlabel("lower layer (fused with the last)")
+        axis.set_title(lang)
+        for (i, j), flag in np.ndenumerate(significant):
+            if flag:
+                axis.text(j, i, "*", ha="center", va="center", fontsize=12, color="black")
+    figure.colorbar(image, ax=list(axes), label=f"change in {METRIC_LABELS[metric]} against the baseline")
+    figure.suptitle(f"Change in {METRIC_LABELS[metric]} against single [last layer], "
+                    f"{CONDITION_LABELS[condition]} (* significant after Holm)")
+    return figure
+
+
+def best_configuration(tables: dict) -> tuple:
+    """The fusion configuration with the lowest dev-en loss (selection on English dev, never on test)."""
+    candidates = list(tables["best_lower"].values())
+    return min(candidates, key=lambda key: tables["dev_en_loss"][key]) if candidates else None
+
+
+def reliability_figure(tables: dict):
+    languages = tables["languages"]
+    best = best_configuration(tables)
+    shown = [tables["baseline"]] + ([best] if best else [])
+    figure, axes = _grid(len(languages))
+    for axis, lang in zip(axes, languages):
+        axis.plot([0.5, 1], [0.5, 1], color="grey", linestyle=":", label="perfect calibration")
+        for key, color in zip(shown, ("tab:orange", "tab:blue")):
+            confidence, correct = tables["reliability"][(key, lang)]
+            table = reliability_bins(confidence, correct, bin_edges(confidence, tables["bins"]))
+            filled = table["count"] > 0
+            axis.plot(table["confidence"][filled], table["accuracy"][filled], marker="o", color=color,
+                      label=configuration_label(key))
+        axis.set_xlim(0.5, 1)
+        axis.set_ylim(0, 1)
+        axis.set_xlabel("confidence (top label)")
+        axis.set_ylabel("accuracy")
+        axis.set_title(lang)
+        axis.legend(fontsize=7, loc="lower right")
+    figure.suptitle("Reliability diagrams on test, uncalibrated: baseline and best configuration (by dev-en loss)")
+    return figure
+
+
+def accuracy_vs_ece_figure(tables: dict, condition: str = "uncalibrated"):
+    figure, axis = plt.subplots(figsize=(7.5, 5.5), constrained_layout=True)
+    colors = dict(zip(tables["languages"], plt.get_cmap("tab10").colors))
+    heads_seen = set()
+    for key in tables["configurations"]:
+        for lang in tables["languages"]:
+            accuracy = next(r["value"] for r in tables["rows"] if _matches(r, key, lang, condition, "accuracy"))
+            ece = next(r["value"] for r in tables["rows"] if _matches(r, key, lang, condition, "ece"))
+            is_baseline = key == tables["baseline"]
+            axis.scatter(ece, accuracy, color=colors[lang], marker=HEAD_MARKERS.get(key[0], "o"),
+                         s=80 if is_baseline else 30, edgecolors="black" if is_baseline else "none", alpha=0.8)
+        heads_seen.add(key[0])
+    language_handles = [plt.Line2D([], [], color=colors[lang], marker="o", linestyle="", label=lang)
+                        for lang in tables["languages"]]
+    head_handles = [plt.Line2D([], [], color="grey", marker=HEAD_MARKERS.get(head, "o"), linestyle="", label=head)
+                    for head in sorted(heads_seen)]
+    first = axis.legend(handles=language_handles, title="language", loc="upper right", fontsize=8)
+    axis.add_artist(first)
+    axis.legend(handles=head_handles, title="head (baseline: black edge)", loc="lower left", fontsize=8)
+    axis.set_xlabel(f"ECE ({CONDITION_LABELS[condition]})")
+    axis.set_ylabel("accuracy")
+    axis.set_title("Accuracy against ECE on test, every configuration (mean over seeds)")
+    return figure
+
+
+def _matches(row: dict, key: tuple, lang: str, condition: str, metric: str) -> bool:
+    return (row["head"], row["layers"], row["lang"], row["condition"], row["metric"]) == (
+        key[0], "_".join(map(str, key[1])), lang, condition, metric)
+
+
+def ece_temperature_figure(tables: dict, metric: str = "ece"):
+    keys = [tables["baseline"]] + list(tables["best_lower"].values())
+    conditions = ("uncalibrated", "zero_shot_ts", "oracle_ts")
+    figure, axes = _grid(len(tables["languages"]), width=max(3.6, 0.9 * len(keys) + 1))
+    width = 0.8 / len(conditions)
+    for axis, lang in zip(axes, tables["languages"]):
+        for number, (condition, color) in enumerate(zip(conditions, ("tab:red", "tab:blue", "tab:green"))):
+            rows = [next(r for r in tables["rows"] if _matches(r, key, lang, condition, metric)) for key in keys]
+            values = np.array([r["value"] for r in rows])
+            errors = np.array([[r["value"] - r["low"] for r in rows], [r["high"] - r["value"] for r in rows]])
+            axis.bar(np.arange(len(keys)) + (number - 1) * width, values, width, yerr=errors, capsize=2,
+                     color=color, label=CONDITION_LABELS[condition])
+        axis.set_xticks(range(len(keys)), [configuration_label(key) for key in keys], rotation=45, ha="right",
+                        fontsize=7)
+        axis.set_ylabel(METRIC_LABELS[metric])
+        axis.set_title(lang)
+    axes[0].legend(fontsize=7)
+    figure.suptitle(f"{METRIC_LABELS[metric]} before and after temperature scaling (95% intervals); "
+                    "fusion heads at their best lower layer by dev-en loss")
+    return figure
+
+
+def figure_specs(tables: dict) -> list:
+    """(file name, caption, function, arguments) of every figure the tables support."""
+    specs = []
+    has_fusion = any(row["lower_layer"] is not None and row["head"] != "single" for row in tables["rows"])
+    metrics = {row["metric"] for row in tables["rows"]}
+    if has_fusion:
+        for metric, condition in (("ece", "uncalibrated"), ("ece", "zero_shot_ts"), ("accuracy", "uncalibrated")):
+            if metric in metrics:
+                specs.append((f"delta_{metric}_{condition}.png",
+                              f"Change in {METRIC_LABELS[metric]} against the baseline, {CONDITION_LABELS[condition]}",
+                              delta_heatmap_figure, (metric, condition)))
+    specs.append(("reliability.png", "Reliability diagrams of the baseline and the best configuration",
+                  reliability_figure, ()))
+    if {"accuracy", "ece"} <= metrics:
+        specs.append(("accuracy_vs_ece.png", "Accuracy against ECE", accuracy_vs_ece_figure, ()))
+    if "ece" in metrics:
+        specs.append(("ece_temperature_scaling.png", "ECE before and after temperature scaling",
+                      ece_temperature_figure, ()))
+    return specs
+
+
+def save_figures(tables: dict, folder: Path) -> list:
+    """Write every figure as PNG into ``folder``; returns (file name, caption) pairs."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for name, caption, function, arguments in figure_specs(tables):
+        figure = function(tables, *arguments)
+        figure.savefig(folder / name, dpi=110)
+        plt.close(figure)
+        saved.append((name, caption))
+    return saved

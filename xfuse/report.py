@@ -1,0 +1,376 @@
+"""``xfuse report``: every result of a sweep in one table, paired tests against the baseline, a Markdown report.
+
+A *configuration* is a head on a layer combination; its seeds are pooled.
+For each test language and condition (``uncalibrated``, ``zero_shot_ts``:
+the temperature fitted on English dev, ``oracle_ts``: the language's own dev
+temperature) and each metric:
+
+- ``value``: the metric averaged over the configuration's seeds;
+- ``low``, ``high``: a 95% percentile bootstrap interval of that seed mean,
+  resampling the test examples (R resamples, the same examples drawn for
+  every seed and every configuration of a language);
+- against the baseline (``single`` on the last layer), on the same resamples,
+  so the comparison is paired: ``delta = value - baseline value``, its 95%
+  interval, and a two-sided bootstrap p-value
+  ``p = min(1, 2 min((1 + #{delta* <= 0}) / (R + 1), (1 + #{delta* >= 0}) / (R + 1)))``;
+- ``p_holm``: Holm's step-down adjustment over all comparisons of one
+  (metric, condition) family, i.e. every configuration in every language;
+  ``significant`` when ``p_holm < alpha``.
+
+The "best lower layer" of a fusion head is chosen on English dev, never on
+test: the lower layer whose selected epoch has the lowest dev-en loss,
+averaged over seeds.
+
+Outputs, in ``<sweep>/report/`` unless told otherwise: ``results.csv`` (one
+row per configuration, language, condition and metric), ``report.md``,
+``figures/*.png`` (see :mod:`xfuse.figures`) and ``report_config.json``.
+
+Usage::
+
+    tables = build_report(ReportConfig(plan="sweeps/e5/plan.json"))
+    write_report(tables, Path("sweeps/e5/report"))
+"""
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+from scipy.special import softmax
+
+from . import __version__
+from .calibration import METRICS, percentile_interval, resample_counts, resampled_metrics
+from .errors import XfuseError
+from .sweep import load_plan, sweep_paths, sweep_status
+from .train import CONDITIONS
+
+REPORT_METRICS = ("accuracy", "ece", "adaptive_ece", "smooth_ece", "brier", "nll")
+FUSION_HEADS = ("dlfa", "aif", "concat", "mean")
+CSV_COLUMNS = ("head", "layers", "lower_layer", "seeds", "lang", "condition", "metric", "value", "low", "high",
+               "delta", "delta_low", "delta_high", "p_value", "p_holm", "significant")
+_LOWER_IS_BETTER = {"accuracy": False}
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    plan: str
+    metrics: tuple = REPORT_METRICS
+    n_resamples: int = 1000
+    seed: int = 0
+    alpha: float = 0.05
+
+    def validate(self) -> None:
+        unknown = [name for name in self.metrics if name not in METRICS]
+        if unknown:
+            raise XfuseError(f"--metrics: unknown metric {unknown[0]!r}; expected some of {', '.join(METRICS)}")
+        if int(self.n_resamples) < 100:
+            raise XfuseError(f"--bootstrap: expected at least 100 resamples, got {self.n_resamples}")
+        if not 0 < self.alpha < 1:
+            raise XfuseError(f"--alpha: expected a level in (0, 1), got {self.alpha}")
+
+
+@dataclass
+class Run:
+    head: str
+    layers: tuple
+    seed: int
+    metrics: dict
+    predictions: dict  # part name -> {"logits", "labels", "ids"}
+    dev_en_loss: float
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p-values: ``max_{j <= i} min(1, (m - j + 1) p_(j))`` in sorted order."""
+    p = np.asarray(p_values, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    scaled = (len(p) - np.arange(len(p))) * p[order]
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return adjusted
+
+
+def bootstrap_p_value(delta_resamples: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of a difference being 0 (see the module docstring)."""
+    r = delta_resamples.size
+    below = (1 + np.count_nonzero(delta_resamples <= 0)) / (r + 1)
+    above = (1 + np.count_nonzero(delta_resamples >= 0)) / (r + 1)
+    return float(min(1.0, 2 * min(below, above)))
+
+
+def load_runs(plan_path: Path) -> tuple:
+    """The plan and its finished runs; an error if the baseline has none."""
+    plan = load_plan(plan_path)
+    results = sweep_paths(plan_path)["results"]
+    status = sweep_status(plan_path)
+    runs = []
+    for index in status["done"]:
+        task = plan["tasks"][index]
+        folder = results / task["name"]
+        metrics = json.loads((folder / "metrics.json").read_text())
+        curve = json.loads((folder / "curve.json").read_text())
+        with np.load(folder / "predictions.npz") as arrays:
+            names = sorted({key.split("/")[0] for key in arrays.files})
+            predictions = {name: {field: arrays[f"{name}/{field}"] for field in ("logits", "labels", "ids")}
+                           for name in names}
+        runs.append(Run(head=task["head"], layers=tuple(task["layers"]), seed=task["seed"], metrics=metrics,
+                        predictions=predictions, dev_en_loss=curve[metrics["best_epoch"] - 1]["dev_en_loss"]))
+    if not runs:
+        raise XfuseError(f"{plan_path}: no finished task yet; run xfuse sweep submit first")
+    return plan, runs, status
+
+
+def _probabilities(run: Run, lang: str, condition: str) -> np.ndarray:
+    logits = run.predictions[f"test-{lang}"]["logits"].astype(np.float64)
+    temperature = {"uncalibrated": 1.0, "zero_shot_ts": run.metrics["zero_shot_temperature"],
+                   "oracle_ts": run.metrics["languages"][lang]["oracle_temperature"]}[condition]
+    return softmax(logits / temperature, axis=1)
+
+
+def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> dict:
+    """Every configuration's metrics with intervals and paired tests against the baseline; pure data."""
+    config.validate()
+    plan, runs, status = load_runs(Path(config.plan))
+    last = int(plan["num_hidden_layers"])
+    baseline_key = ("single", (last,))
+    configurations = {}
+    for run in runs:
+        configurations.setdefault((run.head, run.layers), []).append(run)
+    if baseline_key not in configurations:
+        raise XfuseError(f"{config.plan}: the baseline (single on layer {last}) has no finished run; "
+                         "a sweep to report on must include it")
+    ordered = sorted(configurations, key=lambda key: (key != baseline_key, key[0], key[1]))
+    languages = list(configurations[baseline_key][0].metrics["languages"])
+    bins = int(plan["train"].get("bins", 15))
+    rows = []
+    for number, lang in enumerate(languages):
+        reference = configurations[baseline_key][0].predictions[f"test-{lang}"]
+        counts = resample_counts(len(reference["labels"]), int(config.n_resamples), config.seed + number)
+        for condition in CONDITIONS:
+            resampled = {}
+            for key in ordered:
+                per_seed = []
+                for run in configurations[key]:
+                    part = run.predictions[f"test-{lang}"]
+                    if not np.array_equal(part["ids"], reference["ids"]):
+                        raise XfuseError(f"{key[0]} on layers {list(key[1])} (seed {run.seed}): test-{lang} examples "
+                                         "differ from the baseline's; were they trained on other features?")
+                    probs = _probabilities(run, lang, condition)
+                    values = {name: METRICS[name](probs, part["labels"], bins) if name in ("ece", "adaptive_ece",
+                              "mce", "classwise_ece") else METRICS[name](probs, part["labels"]) for name in config.metrics}
+                    per_seed.append((values, resampled_metrics(probs, part["labels"], counts, bins, config.metrics)))
+                resampled[key] = {name: (float(np.mean([values[name] for values, _ in per_seed])),
+                                         np.mean([samples[name] for _, samples in per_seed], axis=0))
+                                  for name in config.metrics}
+            for key in ordered:
+                for name in config.metrics:
+                    value, samples = resampled[key][name]
+                    low, high = percentile_interval(samples)
+                    row = {"head": key[0], "layers": "_".join(map(str, key[1])), "lower_layer": _lower_layer(key, last),
+                           "seeds": len(configurations[key]), "lang": lang, "condition": condition, "metric": name,
+                           "value": value, "low": low, "high": high}
+                    if key != baseline_key:
+                        base_value, base_samples = resampled[baseline_key][name]
+                        delta = samples - base_samples
+                        row["delta"] = value - base_value
+                        row["delta_low"], row["delta_high"] = percentile_interval(delta)
+                        row["p_value"] = bootstrap_p_value(delta)
+                    rows.append(row)
+        log(f"report: {lang} done ({len(ordered)} configurations)")
+    families = {}
+    for position, row in enumerate(rows):
+        if "p_value" in row:
+            families.setdefault((row["metric"], row["condition"]), []).append(position)
+    for positions in families.values():
+        for position, adjusted in zip(positions, holm([rows[i]["p_value"] for i in positions])):
+            rows[position]["p_holm"] = float(adjusted)
+            rows[position]["significant"] = bool(adjusted < config.alpha)
+    best_lower = {}
+    for head in FUSION_HEADS:
+        candidates = [key for key in configurations if key[0] == head and len(key[1]) == 2 and key[1][1] == last]
+        if candidates:
+            best_lower[head] = min(candidates, key=lambda key: (np.mean([r.dev_en_loss for r in configurations[key]]), key))
+    reliability = {}
+    for lang in languages:
+        for key in {baseline_key, *best_lower.values()}:
+            confidence, correct = [], []
+            for run in configurations[key]:
+                probs = _probabilities(run, lang, "uncalibrated")
+                confidence.append(probs.max(axis=1))
+                correct.append(probs.argmax(axis=1) == run.predictions[f"test-{lang}"]["labels"])
+            reliability[(key, lang)] = (np.concatenate(confidence), np.concatenate(correct).astype(np.float64))
+    return {"config": dataclasses.asdict(config), "plan": plan, "status": status, "rows": rows,
+            "languages": languages, "baseline": baseline_key, "configurations": ordered,
+            "best_lower": best_lower, "reliability": reliability, "bins": bins,
+            "dev_en_loss": {key: float(np.mean([r.dev_en_loss for r in configurations[key]])) for key in ordered},
+            "temperatures": {key: float(np.mean([r.metrics["zero_shot_temperature"] for r in configurations[key]]))
+                             for key in ordered}}
+
+
+def _lower_layer(key: tuple, last: int) -> Optional[int]:
+    head, layers = key
+    if head in FUSION_HEADS and len(layers) == 2 and layers[1] == last:
+        return layers[0]
+    if head == "single" and len(layers) == 1:
+        return layers[0]
+    return None
+
+
+def rows_to_csv(rows: list) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({column: _csv_value(row.get(column)) for column in CSV_COLUMNS})
+    return buffer.getvalue()
+
+
+def _csv_value(value):
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def lookup(tables: dict, key: tuple, lang: str, condition: str, metric: str) -> dict:
+    """The row of one configuration, language, condition and metric."""
+    layers = "_".join(map(str, key[1]))
+    for row in tables["rows"]:
+        if (row["head"], row["layers"], row["lang"], row["condition"], row["metric"]) == (key[0], layers, lang,
+                                                                                         condition, metric):
+            return row
+    raise KeyError((key, lang, condition, metric))
+
+
+def write_report(tables: dict, out: Path, log: Callable[[str], None] = print) -> Path:
+    """Write ``results.csv``, ``report.md``, ``figures/`` and ``report_config.json`` into ``out``, atomically."""
+    from .figures import save_figures
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        (staging / "results.csv").write_text(rows_to_csv(tables["rows"]))
+        figures = save_figures(tables, staging / "figures")
+        (staging / "report.md").write_text(render_markdown(tables, figures))
+        resolved = {"report": tables["config"], "plan_fingerprint": tables["plan"]["fingerprint"],
+                    "xfuse_version": __version__}
+        (staging / "report_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log(f"wrote {out / 'report.md'}, {out / 'results.csv'} and {len(figures)} figures")
+    return out
+
+
+def _cell(row: dict, digits: int = 3) -> str:
+    return f"{row['value']:.{digits}f} [{row['low']:.{digits}f}, {row['high']:.{digits}f}]"
+
+
+def _delta_cell(row: dict, digits: int = 3) -> str:
+    mark = " *" if row["significant"] else ""
+    return f"{row['delta']:+.{digits}f} [{row['delta_low']:+.{digits}f}, {row['delta_high']:+.{digits}f}]{mark}"
+
+
+def _table(header: list, body: list) -> list:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"] + \
+        ["| " + " | ".join(map(str, line)) + " |" for line in body] + [""]
+
+
+def _label(key: tuple) -> str:
+    from .figures import configuration_label
+
+    return configuration_label(key)
+
+
+def render_markdown(tables: dict, figures: list) -> str:
+    """The Markdown report of :func:`build_report`'s tables; ``figures`` are (file name, caption) pairs."""
+    from .figures import CONDITION_LABELS, METRIC_LABELS
+
+    plan, config, status = tables["plan"], tables["config"], tables["status"]
+    metrics, languages, baseline = config["metrics"], tables["languages"], tables["baseline"]
+    extract, last = plan["extract"], plan["num_hidden_layers"]
+    seeds = sorted({task["seed"] for task in plan["tasks"]})
+    lines = [
+        "# xfuse report", "",
+        f"Made by xfuse {__version__} from a sweep of {len(plan['tasks'])} tasks: {len(status['done'])} done, "
+        f"{len(status['failed'])} failed, {len(status['missing'])} missing.",
+        f"Encoder `{extract['encoder']}` ({last} layers; hidden states 0..{last}, 0 the embedding output), "
+        f"max length {extract['max_length']}, features stored as {extract['dtype']}; seeds {seeds}; "
+        f"training settings {json.dumps(plan['train'], sort_keys=True) if plan['train'] else 'the defaults'}.",
+        "",
+        f"Baseline: `single` on layer {last} (the last). Each value is the mean over a configuration's seeds, "
+        f"with a 95% percentile bootstrap interval ({config['n_resamples']} resamples of the test examples, the "
+        "same for every seed and configuration of a language). Changes against the baseline are paired on those "
+        "resamples; their p-values are adjusted by Holm's method within each metric and condition, over every "
+        f"configuration and language; `*` marks a change significant at {config['alpha']} after adjustment. "
+        "Zero-shot temperature scaling fits one temperature on English dev; oracle temperature scaling fits one "
+        "per language on its own dev set (an upper bound, not a zero-shot result).",
+        "",
+    ]
+    best = tables["best_lower"]
+    shown = [baseline] + list(best.values()) + [key for key in tables["configurations"] if key[0] == "scalar_mix"]
+    lines += ["## Baseline and fusion heads at their best lower layer", ""]
+    if best:
+        lines += ["The best lower layer of each fusion head is chosen on English dev (lowest dev-en loss at the "
+                  "selected epoch, mean over seeds), never on test:", ""]
+        lines += _table(["head", "best lower layer", "dev-en loss", "zero-shot temperature"],
+                        [[head, key[1][0], f"{tables['dev_en_loss'][key]:.4f}", f"{tables['temperatures'][key]:.3f}"]
+                         for head, key in best.items()])
+    for condition in CONDITIONS:
+        lines += [f"### {CONDITION_LABELS[condition].capitalize()}", ""]
+        body = [[_label(key), lang] + [_cell(lookup(tables, key, lang, condition, metric)) for metric in metrics]
+                for key in shown for lang in languages]
+        lines += _table(["configuration", "lang"] + [METRIC_LABELS[m] for m in metrics], body)
+    lines += ["## Changes against the baseline", ""]
+    for condition in CONDITIONS:
+        lines += [f"### {CONDITION_LABELS[condition].capitalize()}", ""]
+        body = [[_label(key), lang] + [_delta_cell(lookup(tables, key, lang, condition, metric)) for metric in metrics]
+                for key in shown[1:] for lang in languages]
+        lines += _table(["configuration", "lang"] + [f"change in {METRIC_LABELS[m]}" for m in metrics], body) \
+            if body else ["No configuration besides the baseline has finished.", ""]
+    lines += ["### Significant changes across the whole grid", "",
+              "Counts over every configuration and language; for accuracy an improvement is a rise, for every "
+              "other metric a fall.", ""]
+    body = []
+    for metric in metrics:
+        for condition in CONDITIONS:
+            compared = [row for row in tables["rows"] if row["metric"] == metric and row["condition"] == condition
+                        and "delta" in row]
+            better = sum(row["significant"] and (row["delta"] > 0) == (metric == "accuracy") for row in compared)
+            worse = sum(row["significant"] for row in compared) - better
+            body.append([METRIC_LABELS[metric], CONDITION_LABELS[condition], len(compared), better, worse])
+    lines += _table(["metric", "condition", "comparisons", "significantly better", "significantly worse"], body)
+    lines += ["## Across layers", "",
+              "Mean over seeds, uncalibrated; `*`: significantly different from the baseline after Holm.", ""]
+    for head in ["single"] + list(FUSION_HEADS):
+        keys = [key for key in tables["configurations"] if key[0] == head and _lower_layer(key, last) is not None]
+        if len(keys) < 2:
+            continue
+        for metric in [m for m in ("ece", "accuracy") if m in metrics]:
+            title = "layer" if head == "single" else "lower layer"
+            body = []
+            for key in sorted(keys, key=lambda k: _lower_layer(k, last)):
+                cells = []
+                for lang in languages:
+                    row = lookup(tables, key, lang, "uncalibrated", metric)
+                    cells.append(f"{row['value']:.3f}{' *' if row.get('significant') else ''}")
+                body.append([_lower_layer(key, last)] + cells)
+            lines += [f"### {head}: {METRIC_LABELS[metric]}", ""] + _table([title] + languages, body)
+    lines += ["## Figures", ""]
+    for name, caption in figures:
+        lines += [f"![{caption}](figures/{name})", "", f"*{caption}.*", ""]
+    return "\n".join(lines).rstrip() + "\n"
