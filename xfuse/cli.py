@@ -128,7 +128,7 @@ def sweep_plan(spec, out, store):
 @click.option("--extract-time", default="06:00:00", show_default=True, help="slurm: time limit of the extraction.")
 @click.option("--mem", default="16G", show_default=True, help="slurm: memory per job.")
 @click.option("--cpus", type=int, default=4, show_default=True, help="slurm: CPUs per job.")
-@click.option("--gpus", type=int, default=0, show_default=True, help="slurm: GPUs per job (--gres=gpu:N).")
+@click.option("--gpus", type=int, default=0, show_default=True, help="slurm: GPUs of the extraction job (--gres=gpu:N); heads train on CPUs.")
 @click.option("--throttle", type=int, default=0, show_default=True, help="slurm: at most this many tasks at once (0: no limit).")
 @click.option("--setup", default="", help="slurm: shell lines run first in each job, e.g. 'source venv/bin/activate'.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
