@@ -18,7 +18,7 @@ def batch(size=8, length=7, width=16, seed=0):
 
 
 @pytest.mark.parametrize("name", list(HEADS))
-@pytest.mark.parametrize("pooling", ["first", "mean"])
+@pytest.mark.parametrize("pooling", ["attention", "first", "mean"])
 def test_shapes_and_gradients_reach_every_parameter(name, pooling):
     torch.manual_seed(0)
     features, mask, second_start = batch()
@@ -34,8 +34,9 @@ def test_shapes_and_gradients_reach_every_parameter(name, pooling):
 def test_padding_does_not_change_the_output():
     torch.manual_seed(0)
     features, mask, second_start = batch()
-    for name in ("mean", "dlfa", "aif"):
-        head = build_head(name, 16, 2, HeadConfig(pooling="mean", attention_dim=8)).eval()
+    for name, pooling in (("mean", "mean"), ("dlfa", "mean"), ("aif", "mean"), ("concat", "attention"),
+                          ("dlfa", "attention"), ("aif", "attention")):
+        head = build_head(name, 16, 2, HeadConfig(pooling=pooling, attention_dim=8)).eval()
         noisy = [torch.where(mask[..., None], layer, torch.randn_like(layer) * 100) for layer in features]
         torch.testing.assert_close(head(features, mask, second_start), head(noisy, mask, second_start))
 
@@ -81,7 +82,17 @@ def test_bad_head_and_layer_counts_are_refused():
         build_head("gru", 16, 1)
     with pytest.raises(XfuseError, match=r"--head aif: expected 2 layer\(s\) in --layers, received 3"):
         build_head("aif", 16, 3)
-    with pytest.raises(XfuseError, match=r"--pooling: expected one of first, mean, got 'max'"):
+    with pytest.raises(XfuseError, match=r"--pooling: expected one of attention, first, mean, got 'max'"):
         build_head("single", 16, 1, HeadConfig(pooling="max"))
     with pytest.raises(XfuseError, match="reduction 5 must divide the hidden size 16"):
         build_head("aif", 16, 2, HeadConfig(reduction=5))
+
+
+def test_attention_pooling_with_a_zero_query_is_the_mean_over_real_tokens():
+    from xfuse.heads import Pooler, pool
+
+    features, mask, _ = batch()
+    pooler = Pooler(16, "attention", attention_dim=8)
+    with torch.no_grad():
+        pooler.query.zero_()
+    torch.testing.assert_close(pooler(features[0], mask), pool(features[0], mask, "mean"))

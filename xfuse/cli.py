@@ -80,11 +80,12 @@ def extract(split, langs, encoder, max_length, layers, dtype, batch_size, shard_
 @click.option("--cache", "store", default=None,
               help="Features store folder [default: the only store under --cache-dir/features].")
 @click.option("--cache-dir", default=lambda: os.environ.get(CACHE_ENV, "cache"), show_default=f"${CACHE_ENV} or ./cache")
-@click.option("--pooling", type=click.Choice(["first", "mean"]), default="first", show_default=True)
+@click.option("--pooling", type=click.Choice(["attention", "first", "mean"]), default="attention", show_default=True,
+              help="How a layer's tokens become one vector: a learned query, the first token, or their mean.")
 @click.option("--epochs", "max_epochs", type=int, default=10, show_default=True, help="At most this many epochs.")
 @click.option("--patience", type=int, default=2, show_default=True, help="Stop after this many epochs without a better dev-en loss.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", "learning_rate", type=float, default=1e-3, show_default=True)
+@click.option("--lr", "learning_rate", type=float, default=3e-3, show_default=True, help="AdamW learning rate.")
 @click.option("--bins", type=int, default=15, show_default=True, help="Bins of the binned calibration errors.")
 @click.option("--bootstrap", "n_resamples", type=int, default=1000, show_default=True,
               help="Bootstrap resamples for the 95% intervals (0 for none).")

@@ -155,10 +155,10 @@ def ece_temperature_figure(tables: dict, metric: str = "ece"):
     for axis, lang in zip(axes, tables["languages"]):
         for number, (condition, color) in enumerate(zip(conditions, ("tab:red", "tab:blue", "tab:green"))):
             rows = [next(r for r in tables["rows"] if _matches(r, key, lang, condition, metric)) for key in keys]
-            values = np.array([r["value"] for r in rows])
-            errors = np.array([[r["value"] - r["low"] for r in rows], [r["high"] - r["value"] for r in rows]])
-            axis.bar(np.arange(len(keys)) + (number - 1) * width, values, width, yerr=errors, capsize=2,
-                     color=color, label=CONDITION_LABELS[condition])
+            positions = np.arange(len(keys)) + (number - 1) * width
+            axis.bar(positions, [r["value"] for r in rows], width, color=color, label=CONDITION_LABELS[condition])
+            # The interval as its own line: a binned ECE's bootstrap interval can lie above its value (upward bias).
+            axis.vlines(positions, [r["low"] for r in rows], [r["high"] for r in rows], color="black", linewidth=1)
         axis.set_xticks(range(len(keys)), [configuration_label(key) for key in keys], rotation=45, ha="right",
                         fontsize=7)
         axis.set_ylabel(METRIC_LABELS[metric])

@@ -17,6 +17,10 @@ temperature) and each metric:
   (metric, condition) family, i.e. every configuration in every language;
   ``significant`` when ``p_holm < alpha``.
 
+Binned ECEs are biased upward on resamples (emptier bins, larger gaps), so a
+small ECE's percentile interval can lie above its value; the paired
+differences share that bias and largely cancel it.
+
 The "best lower layer" of a fusion head is chosen on English dev, never on
 test: the lower layer whose selected epoch has the lowest dev-en loss,
 averaged over seeds.
@@ -318,7 +322,8 @@ def render_markdown(tables: dict, figures: list) -> str:
         "resamples; their p-values are adjusted by Holm's method within each metric and condition, over every "
         f"configuration and language; `*` marks a change significant at {config['alpha']} after adjustment. "
         "Zero-shot temperature scaling fits one temperature on English dev; oracle temperature scaling fits one "
-        "per language on its own dev set (an upper bound, not a zero-shot result).",
+        "per language on its own dev set (an upper bound, not a zero-shot result). Binned ECEs are biased upward "
+        "on resamples, so an ECE's interval can lie above its value when the calibration error is small.",
         "",
     ]
     best = tables["best_lower"]

@@ -58,11 +58,11 @@ class TrainConfig:
     layers: str = "-1"
     head: str = "single"
     seed: int = 0
-    pooling: str = "first"
+    pooling: str = "attention"
     dropout: float = 0.1
     reduction: int = 4
     attention_dim: int = 128
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     weight_decay: float = 0.01
     batch_size: int = 64
     max_epochs: int = 10
