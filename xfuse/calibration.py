@@ -325,26 +325,68 @@ def bootstrap_intervals(probs, labels, bins: int = DEFAULT_BINS, n_resamples: in
 
 
 def _kernel_sums(points: np.ndarray, weights: np.ndarray, sigma: float, mesh: np.ndarray) -> np.ndarray:
-    """:func:`_kernel_sum` for each row of ``weights`` (R, N): (R, len(mesh)), by FFT convolution."""
-    from scipy.signal import fftconvolve
-    from scipy.sparse import csr_matrix
+    """:func:`_kernel_sum` for each row of ``weights`` (R, N): (R, len(mesh)).
 
+    The grid spreading, the reflected convolution and the interpolation at the
+    mesh are one linear map of the weights, ``weights @ A`` with ``A`` (N, M)
+    from :func:`_kernel_matrix`; when ``A`` would be too large (tiny ``sigma``),
+    the grids are convolved by FFT instead.
+    """
     size = max(2000, round(20 / sigma)) // 2 + 1
-    scaled = points * (size - 1)
-    lower = np.clip(scaled.astype(int), 0, size - 2)
-    fraction = scaled - lower
-    rows = np.arange(points.size)
-    spread = csr_matrix((np.concatenate([1 - fraction, fraction]), (np.concatenate([rows, rows]),
-                         np.concatenate([lower, lower + 1]))), shape=(points.size, size))  # (N, size), 2 per row
-    grid = np.asarray((spread.T @ weights.T).T)  # (R, size)
+    if size * 2 * mesh.size <= 20_000_000:
+        return weights @ _kernel_matrix(points, sigma, mesh)
+    from scipy.signal import fftconvolve
+
+    grid = np.asarray((_spread(points, size).T @ weights.T).T)  # (R, size)
     axis = np.linspace(0.0, 1.0, size)
     kernel = np.exp(-0.5 * ((axis - 0.5) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
     reflected = np.concatenate([grid[:, ::-1][:, :-1], grid, grid[:, ::-1][:, 1:]], axis=1)
     smoothed = fftconvolve(reflected, kernel[None, :], mode="valid", axes=1)[:, size // 2 : size // 2 + size]
+    left, right_share = _mesh_neighbours(mesh, size)
+    return smoothed[:, left] * (1 - right_share) + smoothed[:, left + 1] * right_share
+
+
+def _spread(points: np.ndarray, size: int):
+    """(N, size) sparse: each point split linearly between its two grid neighbours."""
+    from scipy.sparse import csr_matrix
+
+    scaled = points * (size - 1)
+    lower = np.clip(scaled.astype(int), 0, size - 2)
+    fraction = scaled - lower
+    rows = np.arange(points.size)
+    return csr_matrix((np.concatenate([1 - fraction, fraction]), (np.concatenate([rows, rows]),
+                      np.concatenate([lower, lower + 1]))), shape=(points.size, size))
+
+
+def _mesh_neighbours(mesh: np.ndarray, size: int) -> tuple:
     position = mesh * (size - 1)
     left = np.clip(position.astype(int), 0, size - 2)
-    right_share = position - left
-    return smoothed[:, left] * (1 - right_share) + smoothed[:, left + 1] * right_share
+    return left, position - left
+
+
+def _kernel_matrix(points: np.ndarray, sigma: float, mesh: np.ndarray) -> np.ndarray:
+    """(N, M): what a unit weight on each point adds to :func:`_kernel_sum` at each mesh point.
+
+    ``np.convolve(reflected, v, "valid")[size // 2 + s]`` is ``sum_k reflected[k] v[k - size // 2 - s]``
+    (``v`` is symmetric), and grid point ``g`` sits in ``reflected`` at ``k = g + size - 1``
+    and, reflected, at ``size - 1 - g`` (``g >= 1``) and ``3 size - 3 - g`` (``g <= size - 2``).
+    """
+    size = max(2000, round(20 / sigma)) // 2 + 1
+    axis = np.linspace(0.0, 1.0, size)
+    kernel = np.exp(-0.5 * ((axis - 0.5) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
+    left, right_share = _mesh_neighbours(mesh, size)
+    columns = np.concatenate([left, left + 1])  # (2M,) smoothed indices the mesh reads
+    grid = np.arange(size)[:, None]
+
+    def lookup(k, valid):
+        offset = k - size // 2 - columns[None, :]
+        inside = valid & (offset >= 0) & (offset < size)
+        return np.where(inside, kernel[np.clip(offset, 0, size - 1)], 0.0)
+
+    at_columns = (lookup(grid + size - 1, True) + lookup(size - 1 - grid, grid >= 1)
+                  + lookup(3 * size - 3 - grid, grid <= size - 2))  # (size, 2M)
+    at_mesh = at_columns[:, : mesh.size] * (1 - right_share) + at_columns[:, mesh.size :] * right_share  # (size, M)
+    return np.asarray(_spread(points, size) @ at_mesh)
 
 
 def calibration_summary(probs, labels, bins: int = DEFAULT_BINS, n_resamples: int = 1000, seed: int = 0) -> dict:
