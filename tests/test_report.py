@@ -103,10 +103,11 @@ def test_values_equal_an_independent_recomputation_from_the_predictions(sweep):
 def test_markdown_has_every_section_and_the_csv_numbers(sweep):
     _, tables, out = sweep
     text = (out / "report.md").read_text()
-    for heading in ("# xfuse report", "## Baseline and fusion heads at their best lower layer", "### Uncalibrated",
+    for heading in ("# xfuse report", "## Findings", "## Baseline and fusion heads at their best lower layer",
+                    "### Uncalibrated",
                     "### Zero-shot temperature scaling", "### Oracle temperature scaling",
                     "## Changes against the baseline", "### Significant changes across the whole grid",
-                    "## Across layers", "### dlfa: ECE", "### single: accuracy", "## Figures"):
+                    "## Across layers", "### dlfa: ECE", "### single: accuracy", "## Figures", "## Provenance"):
         assert f"\n{heading}\n" in f"\n{text}", heading
     for name, *_ in figure_specs(tables):
         assert f"](figures/{name})" in text
@@ -114,6 +115,14 @@ def test_markdown_has_every_section_and_the_csv_numbers(sweep):
     assert f"| single [2] | de | {float(base['value']):.3f} [{float(base['low']):.3f}, {float(base['high']):.3f}] |" in text
     assert "12 done" not in text and f"{CONFIGURATIONS * 2} tasks: {CONFIGURATIONS * 2} done, 0 failed, 0 missing" in text
     assert json.loads((out / "report_config.json").read_text())["report"]["n_resamples"] == 200
+    # findings quote the tables: the baseline's accuracy range and each fusion head at its best lower layer
+    accuracy = [float(pick(read_rows(out), "single", "2", lang, "uncalibrated", "accuracy")["value"])
+                for lang in tables["languages"]]
+    assert f"reaches accuracy {min(accuracy):.3f} to {max(accuracy):.3f} across the 3 languages" in text
+    for head, key in tables["best_lower"].items():
+        assert f"- `{head}` (lower layer {key[1][0]}) against the baseline: accuracy changes from" in text
+    # provenance: data counts per file from the store, versions
+    assert "| ja/test_2k.tsv | 23 | 1 | 0 |" in text and "torch 2.13.0" in text
 
 
 def test_figures_are_written_and_show_the_tables(sweep):
@@ -158,7 +167,8 @@ def test_an_interrupted_sweep_reports_exactly_as_an_uninterrupted_one(sweep, tmp
     tables = build_report(ReportConfig(plan=str(copy / "plan.json"), n_resamples=200), log=lambda line: None)
     resumed = write_report(tables, copy / "report", log=lambda line: None)
     assert (resumed / "results.csv").read_text() == (out / "results.csv").read_text()
-    assert (resumed / "report.md").read_text() == (out / "report.md").read_text()
+    before_provenance = lambda path: path.read_text().split("\n## Provenance\n")[0]  # measured times differ
+    assert before_provenance(resumed / "report.md") == before_provenance(out / "report.md")
 
 
 def test_report_needs_the_baseline_and_finished_tasks(tiny_encoder, mini_pawsx, tmp_path):

@@ -210,11 +210,102 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
                 correct.append(probs.argmax(axis=1) == run.predictions[f"test-{lang}"]["labels"])
             reliability[(key, lang)] = (np.concatenate(confidence), np.concatenate(correct).astype(np.float64))
     return {"config": dataclasses.asdict(config), "plan": plan, "status": status, "rows": rows,
+            "provenance": provenance(plan, Path(config.plan), runs),
             "languages": languages, "baseline": baseline_key, "configurations": ordered,
             "best_lower": best_lower, "reliability": reliability, "bins": bins,
             "dev_en_loss": {key: float(np.mean([r.dev_en_loss for r in configurations[key]])) for key in ordered},
             "temperatures": {key: float(np.mean([r.metrics["zero_shot_temperature"] for r in configurations[key]]))
                              for key in ordered}}
+
+
+def provenance(plan: dict, plan_path: Path, runs: list) -> dict:
+    """What made the results: versions, the store's identity, per-file data counts, measured times."""
+    import platform
+
+    import scipy
+    import torch
+    import transformers
+
+    from .features import FeaturePart, FeatureStore
+
+    store = FeatureStore(Path(plan["store"]))
+    files = []
+    for path in store.part_paths():
+        with FeaturePart(path) as part:
+            files.append({key: part.attrs[key] for key in ("split", "lang", "num_pairs", "dropped_not_translated",
+                                                           "dropped_unlabelled")} | {"file": Path(part.attrs["data_file"]).name})
+    order = {"train": 0, "dev": 1, "test": 2}
+    files.sort(key=lambda f: (order[f["split"]], f["lang"]))
+    seconds = {}
+    for run in runs:
+        seconds.setdefault(run.head, []).append(run.metrics["seconds"]["total"])
+    timings_path = Path(plan_path).parent / "timings.json"
+    return {
+        "versions": {"xfuse": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "numpy": np.__version__, "scipy": scipy.__version__},
+        "store": {key: store.settings.get(key) for key in ("encoder", "encoder_revision", "tokenizer_sha256",
+                                                           "fingerprint", "prefix", "max_length", "dtype")},
+        "files": files,
+        "task_seconds": {head: {"runs": len(values), "mean": float(np.mean(values)), "total": float(np.sum(values))}
+                         for head, values in sorted(seconds.items())},
+        "timings": json.loads(timings_path.read_text()) if timings_path.is_file() else {},
+    }
+
+
+def findings(tables: dict) -> list:
+    """Plain-language findings, every number taken from the report's rows."""
+    languages, metrics = tables["languages"], tables["config"]["metrics"]
+    count = len(languages)
+    lines = []
+
+    def changes(key, metric, condition):
+        return [lookup(tables, key, lang, condition, metric) for lang in languages]
+
+    def summary(rows, metric):
+        deltas = [row["delta"] for row in rows]
+        better = [row["lang"] for row in rows if row["significant"] and (row["delta"] > 0) == (metric == "accuracy")]
+        worse = [row["lang"] for row in rows if row["significant"] and row["lang"] not in better]
+        text = f"from {min(deltas):+.3f} to {max(deltas):+.3f}"
+        parts = []
+        if better:
+            parts.append(f"significantly better in {len(better)} of {count} ({', '.join(better)})")
+        if worse:
+            parts.append(f"significantly worse in {len(worse)} of {count} ({', '.join(worse)})")
+        return text + ("; " + "; ".join(parts) if parts else f"; significant in none of the {count} languages")
+
+    base = tables["baseline"]
+    if "accuracy" in metrics:
+        accuracy = [lookup(tables, base, lang, "uncalibrated", "accuracy")["value"] for lang in languages]
+        lines.append(f"- The baseline `single` on the last layer reaches accuracy {min(accuracy):.3f} to "
+                     f"{max(accuracy):.3f} across the {count} languages.")
+    shown = list(tables["best_lower"].items()) + [(key[0], key) for key in tables["configurations"]
+                                                  if key[0] == "scalar_mix"]
+    for head, key in shown:
+        where = f"lower layer {key[1][0]}" if head in FUSION_HEADS else f"layers {key[1][0]}..{key[1][-1]}"
+        sentence = f"- `{head}` ({where}) against the baseline:"
+        if "accuracy" in metrics:
+            sentence += f" accuracy changes {summary(changes(key, 'accuracy', 'uncalibrated'), 'accuracy')}."
+        if "ece" in metrics:
+            sentence += (f" ECE changes {summary(changes(key, 'ece', 'uncalibrated'), 'ece')} uncalibrated, and "
+                         f"{summary(changes(key, 'ece', 'zero_shot_ts'), 'ece')} after zero-shot temperature scaling.")
+        lines.append(sentence)
+    if "ece" in metrics:
+        for condition, label in (("uncalibrated", "uncalibrated"), ("zero_shot_ts", "after zero-shot temperature scaling")):
+            compared = [row for row in tables["rows"] if row["metric"] == "ece" and row["condition"] == condition
+                        and "delta" in row]
+            lower = sum(row["significant"] and row["delta"] < 0 for row in compared)
+            higher = sum(row["significant"] and row["delta"] > 0 for row in compared)
+            lines.append(f"- Over the whole grid ({len(compared)} configuration-language comparisons), ECE {label} is "
+                         f"significantly lower than the baseline's in {lower} and significantly higher in {higher}.")
+        before = [lookup(tables, base, lang, "uncalibrated", "ece")["value"] for lang in languages]
+        after = [lookup(tables, base, lang, "zero_shot_ts", "ece")["value"] for lang in languages]
+        oracle = [lookup(tables, base, lang, "oracle_ts", "ece")["value"] for lang in languages]
+        lowered = sum(a < b for a, b in zip(after, before))
+        lines.append(f"- Zero-shot temperature scaling (temperature {tables['temperatures'][base]:.3f}, fitted on "
+                     f"English dev) lowers the baseline's ECE in {lowered} of {count} languages (mean ECE "
+                     f"{np.mean(before):.4f} before, {np.mean(after):.4f} after); a per-language oracle temperature "
+                     f"gives a mean of {np.mean(oracle):.4f}.")
+    return lines
 
 
 def _lower_layer(key: tuple, last: int) -> Optional[int]:
@@ -328,6 +419,8 @@ def render_markdown(tables: dict, figures: list) -> str:
     ]
     best = tables["best_lower"]
     shown = [baseline] + list(best.values()) + [key for key in tables["configurations"] if key[0] == "scalar_mix"]
+    lines += ["## Findings", "", "Generated from the tables below; \"significantly\" means after Holm's correction.",
+              ""] + findings(tables) + [""]
     lines += ["## Baseline and fusion heads at their best lower layer", ""]
     if best:
         lines += ["The best lower layer of each fusion head is chosen on English dev (lowest dev-en loss at the "
@@ -378,4 +471,30 @@ def render_markdown(tables: dict, figures: list) -> str:
     lines += ["## Figures", ""]
     for name, caption in figures:
         lines += [f"![{caption}](figures/{name})", "", f"*{caption}.*", ""]
+    lines += render_provenance(tables["provenance"])
     return "\n".join(lines).rstrip() + "\n"
+
+
+PROVENANCE_HEADING = "## Provenance"
+
+
+def render_provenance(facts: dict) -> list:
+    """The last section of the report: versions, store, data counts, measured times (these differ between runs)."""
+    store = facts["store"]
+    lines = [PROVENANCE_HEADING, "",
+             "Versions: " + ", ".join(f"{name} {version}" for name, version in facts["versions"].items()) + ".",
+             f"Features store: encoder `{store['encoder']}` revision `{store['encoder_revision']}`, prefix "
+             f"{store['prefix']!r}, max length {store['max_length']}, {store['dtype']}, fingerprint "
+             f"`{store['fingerprint'][:16]}`.", "", "Data, per PAWS-X file (rows kept and dropped):", ""]
+    lines += _table(["file", "pairs kept", "NS dropped", "-1 dropped"],
+                    [[f"{f['lang']}/{f['file']}", f["num_pairs"], f["dropped_not_translated"], f["dropped_unlabelled"]]
+                     for f in facts["files"]])
+    lines += ["Time of each train-heads task (reading features, training, evaluating), as measured by the task:", ""]
+    lines += _table(["head", "tasks", "mean s", "total s"],
+                    [[head, t["runs"], f"{t['mean']:.1f}", f"{t['total']:.0f}"] for head, t in facts["task_seconds"].items()])
+    if facts["timings"]:
+        lines += ["Stages, as timed when they ran (`timings.json` beside the plan):", ""]
+        lines += _table(["stage", "seconds", "command", "note"],
+                        [[stage, f"{t['seconds']:.0f}", f"`{t['command']}`", t.get("note", "")]
+                         for stage, t in facts["timings"].items()])
+    return lines
