@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -187,3 +188,25 @@ def test_report_needs_the_baseline_and_finished_tasks(tiny_encoder, mini_pawsx, 
 def test_csv_formatting_is_stable():
     text = rows_to_csv([{"head": "aif", "layers": "4_12", "lower_layer": 4, "value": 0.123456789, "significant": True}])
     assert text.splitlines()[1].startswith("aif,4_12,4,,,,,0.123457,")
+
+
+def test_the_study_reproduce_script_runs_plan_sweep_and_report(tiny_encoder, mini_pawsx, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    spec = dict(SPEC, grids=[{"heads": ["single"], "layers": "each"}, {"heads": ["aif"], "layers": "lower_with_last"}],
+                seeds=[0], extract={"encoder": str(tiny_encoder), "data_dir": str(mini_pawsx), "max_length": 64,
+                                    "languages": ["en", "de"], "device": "cpu"})
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(REPO)}
+    done = subprocess.run(["bash", str(REPO / "docs/results/pawsx-e5/reproduce.sh"), str(tmp_path / "study"),
+                           str(tmp_path / "spec.json")], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "study" / "report" / "report.md").read_text()
+    assert "## Findings" in text and "## Figures" in text
+    assert "| extract | 1 |" in text and "| tasks | 1 |" in text  # the stage times of timings.json
+    timings = json.loads((tmp_path / "study" / "timings.json").read_text())
+    assert timings["tasks"][0]["tasks"] == 5 and timings["extract"][0]["seconds"] >= 0

@@ -493,8 +493,9 @@ def render_provenance(facts: dict) -> list:
     lines += _table(["head", "tasks", "mean s", "total s"],
                     [[head, t["runs"], f"{t['mean']:.1f}", f"{t['total']:.0f}"] for head, t in facts["task_seconds"].items()])
     if facts["timings"]:
-        lines += ["Stages, as timed when they ran (`timings.json` beside the plan):", ""]
-        lines += _table(["stage", "seconds", "command", "note"],
-                        [[stage, f"{t['seconds']:.0f}", f"`{t['command']}`", t.get("note", "")]
-                         for stage, t in facts["timings"].items()])
+        lines += ["Stages, as timed when they ran (`timings.json` beside the plan; a resumed stage has several runs):",
+                  ""]
+        lines += _table(["stage", "runs", "seconds", "command"],
+                        [[stage, len(runs), f"{sum(run['seconds'] for run in runs):.0f}", f"`{runs[-1]['command']}`"]
+                         for stage, runs in facts["timings"].items()])
     return lines

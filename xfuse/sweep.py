@@ -33,6 +33,7 @@ A sweep folder holds::
     <sweep>/results/<task>/      one train-heads result directory per finished task
     <sweep>/failed/<task>.txt    the error of a task's last failed attempt
     <sweep>/jobs/, <sweep>/logs/ rendered sbatch scripts and their logs (see :mod:`xfuse.slurm`)
+    <sweep>/timings.json         wall time of each local run of a stage (extract, tasks)
 
 A task whose result directory exists is done (result directories appear only
 whole, by rename) and is skipped; a partial one left by a killed task is
@@ -49,6 +50,7 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -352,7 +354,10 @@ def run_local(plan_path: Path, workers: int = 1, progress: bool = True, log: Cal
     if not todo:
         log(f"all {len(plan['tasks'])} tasks are done; nothing to run")
         return outcome
+    started = time.perf_counter()
     extract(extract_config(plan), progress=progress, log=log)
+    record_timing(plan_path, "extract", time.perf_counter() - started, "xfuse extract, as run by xfuse sweep submit")
+    started = time.perf_counter()
     threads = max(1, (os.cpu_count() or 1) // workers)
     log(f"running {len(todo)} of {len(plan['tasks'])} tasks in {workers} process(es) of {threads} thread(s)")
     context = multiprocessing.get_context("spawn")
@@ -365,4 +370,14 @@ def run_local(plan_path: Path, workers: int = 1, progress: bool = True, log: Cal
                 if error:
                     log(f"task {index} ({plan['tasks'][index]['name']}) failed: {error}")
                 bar.update(1)
+    record_timing(plan_path, "tasks", time.perf_counter() - started,
+                  f"xfuse sweep submit --executor local --workers {workers}", tasks=len(todo))
     return outcome
+
+
+def record_timing(plan_path: Path, stage: str, seconds: float, command: str, **facts) -> None:
+    """Add one run of a stage to ``timings.json`` beside the plan (atomically); the report shows the sums."""
+    path = sweep_paths(plan_path)["root"] / "timings.json"
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    timings.setdefault(stage, []).append({"seconds": round(seconds, 1), "command": command, **facts})
+    atomic_write_text(path, json.dumps(timings, indent=2) + "\n")
