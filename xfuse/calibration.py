@@ -255,6 +255,14 @@ METRICS = {
 }
 
 
+_BINNED = ("ece", "adaptive_ece", "mce", "classwise_ece")
+
+
+def metric_value(name: str, probs, labels, bins: int = DEFAULT_BINS) -> float:
+    """The metric ``name`` of ``METRICS``, passing ``bins`` to the binned ones."""
+    return METRICS[name](probs, labels, bins) if name in _BINNED else METRICS[name](probs, labels)
+
+
 def resample_counts(n: int, n_resamples: int, seed: int) -> np.ndarray:
     """(R, N) bootstrap resamples as counts: multinomial, N draws over the N examples."""
     return np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_resamples)
@@ -394,8 +402,8 @@ def calibration_summary(probs, labels, bins: int = DEFAULT_BINS, n_resamples: in
     p1, y = _inputs(probs, labels)
     intervals = bootstrap_intervals(p1, y, bins, n_resamples, seed) if n_resamples else {}
     summary = {}
-    for name, metric in METRICS.items():
-        value = metric(p1, y, bins) if metric in (ece, adaptive_ece, mce, classwise_ece) else metric(p1, y)
+    for name in METRICS:
+        value = metric_value(name, p1, y, bins)
         low, high = intervals.get(name, (np.nan, np.nan))
         summary[name] = {"value": value, "low": low, "high": high}
     summary["brier_decomposition"] = brier_decomposition(p1, y, bins)

@@ -122,29 +122,15 @@ def load_encoder(name: str, device: str = "auto", cache_root: Path = Path("cache
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     target = resolve_device(device)
-    default_prefix = ""
+    source, local = _source(name, Path(cache_root))
+    default_prefix, revision = "", None
     if name == EMBEDDED_NAME:
-        source = build_embedded(Path(cache_root))
         provenance = json.loads((source / "xfuse-embedded.json").read_text())
-        revision = "sha256:" + provenance["source_sha256"]
-        default_prefix = EMBEDDED_PREFIX
-        local = True
-    elif Path(name).is_dir():
-        source, revision, local = Path(name), "sha256:" + _weights_sha256(Path(name)), True
-    elif _looks_like_path(name):
-        raise XfuseError(f"--encoder: no such directory {name!r}; expected a model folder, a hub name or {EMBEDDED_NAME}")
-    else:
-        source, revision, local = name, None, False
-    try:
-        model, tokenizer = _load_pretrained(AutoModel, AutoTokenizer, source, local_only=True)
-    except OSError as local_error:
-        if local:
-            raise XfuseError(f"--encoder {name}: cannot load the model in {source} ({_first_line(local_error)})") from None
-        _require_hub(name)
-        try:
-            model, tokenizer = _load_pretrained(AutoModel, AutoTokenizer, source, local_only=False)
-        except OSError as error:
-            raise XfuseError(f"--encoder {name}: cannot load it from the Hugging Face hub ({_first_line(error)})") from None
+        revision, default_prefix = "sha256:" + provenance["source_sha256"], EMBEDDED_PREFIX
+    elif local:
+        revision = "sha256:" + _weights_sha256(source)
+    model, tokenizer = _local_then_hub(
+        name, source, local, lambda local_only: _load_pretrained(AutoModel, AutoTokenizer, source, local_only))
     if not getattr(tokenizer, "is_fast", False):
         raise XfuseError(f"--encoder {name}: xfuse needs a fast tokenizer (tokenizer.json) for sentence offsets")
     if revision is None:
@@ -159,25 +145,35 @@ def encoder_depth(name: str, cache_root: Path = Path("cache")) -> tuple:
     """(num_hidden_layers, hidden_size) of an encoder, from its config alone (no weights loaded)."""
     from transformers import AutoConfig
 
+    source, local = _source(name, Path(cache_root))
+    config = _local_then_hub(name, source, local,
+                             lambda local_only: AutoConfig.from_pretrained(source, local_files_only=local_only))
+    return int(config.num_hidden_layers), int(config.hidden_size)
+
+
+def _source(name: str, cache_root: Path) -> tuple:
+    """(where to read ``name`` from, whether it is local): the embedded model's folder, a folder, or a hub name."""
     if name == EMBEDDED_NAME:
-        source, local = build_embedded(Path(cache_root)), True
-    elif Path(name).is_dir():
-        source, local = Path(name), True
-    elif _looks_like_path(name):
+        return build_embedded(cache_root), True
+    if Path(name).is_dir():
+        return Path(name), True
+    if _looks_like_path(name):
         raise XfuseError(f"--encoder: no such directory {name!r}; expected a model folder, a hub name or {EMBEDDED_NAME}")
-    else:
-        source, local = name, False
+    return name, False
+
+
+def _local_then_hub(name: str, source, local: bool, load):
+    """``load(local_only)`` from local files first; a hub name then from the hub, failing in one line offline."""
     try:
-        config = AutoConfig.from_pretrained(source, local_files_only=True)
+        return load(True)
     except OSError as local_error:
         if local:
-            raise XfuseError(f"--encoder {name}: cannot read the model config in {source} ({_first_line(local_error)})") from None
-        _require_hub(name)
-        try:
-            config = AutoConfig.from_pretrained(source)
-        except OSError as error:
-            raise XfuseError(f"--encoder {name}: cannot load its config from the Hugging Face hub ({_first_line(error)})") from None
-    return int(config.num_hidden_layers), int(config.hidden_size)
+            raise XfuseError(f"--encoder {name}: cannot load the model in {source} ({_first_line(local_error)})") from None
+    _require_hub(name)
+    try:
+        return load(False)
+    except OSError as error:
+        raise XfuseError(f"--encoder {name}: cannot load it from the Hugging Face hub ({_first_line(error)})") from None
 
 
 def _load_pretrained(auto_model, auto_tokenizer, source, local_only: bool):

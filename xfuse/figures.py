@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .calibration import bin_edges, reliability_bins  # noqa: E402
+from .report import lookup  # noqa: E402
 
 METRIC_LABELS = {"accuracy": "accuracy", "ece": "ECE", "adaptive_ece": "adaptive ECE", "smooth_ece": "smooth ECE",
                  "brier": "Brier score", "nll": "NLL", "mce": "MCE", "classwise_ece": "classwise ECE"}
@@ -123,8 +124,8 @@ def accuracy_vs_ece_figure(tables: dict, condition: str = "uncalibrated"):
     heads_seen = set()
     for key in tables["configurations"]:
         for lang in tables["languages"]:
-            accuracy = next(r["value"] for r in tables["rows"] if _matches(r, key, lang, condition, "accuracy"))
-            ece = next(r["value"] for r in tables["rows"] if _matches(r, key, lang, condition, "ece"))
+            accuracy = lookup(tables, key, lang, condition, "accuracy")["value"]
+            ece = lookup(tables, key, lang, condition, "ece")["value"]
             is_baseline = key == tables["baseline"]
             axis.scatter(ece, accuracy, color=colors[lang], marker=HEAD_MARKERS.get(key[0], "o"),
                          s=80 if is_baseline else 30, edgecolors="black" if is_baseline else "none", alpha=0.8)
@@ -142,11 +143,6 @@ def accuracy_vs_ece_figure(tables: dict, condition: str = "uncalibrated"):
     return figure
 
 
-def _matches(row: dict, key: tuple, lang: str, condition: str, metric: str) -> bool:
-    return (row["head"], row["layers"], row["lang"], row["condition"], row["metric"]) == (
-        key[0], "_".join(map(str, key[1])), lang, condition, metric)
-
-
 def ece_temperature_figure(tables: dict, metric: str = "ece"):
     keys = [tables["baseline"]] + list(tables["best_lower"].values())
     conditions = ("uncalibrated", "zero_shot_ts", "oracle_ts")
@@ -154,7 +150,7 @@ def ece_temperature_figure(tables: dict, metric: str = "ece"):
     width = 0.8 / len(conditions)
     for axis, lang in zip(axes, tables["languages"]):
         for number, (condition, color) in enumerate(zip(conditions, ("tab:red", "tab:blue", "tab:green"))):
-            rows = [next(r for r in tables["rows"] if _matches(r, key, lang, condition, metric)) for key in keys]
+            rows = [lookup(tables, key, lang, condition, metric) for key in keys]
             positions = np.arange(len(keys)) + (number - 1) * width
             axis.bar(positions, [r["value"] for r in rows], width, color=color, label=CONDITION_LABELS[condition])
             # The interval as its own line: a binned ECE's bootstrap interval can lie above its value (upward bias).

@@ -50,7 +50,7 @@ import numpy as np
 from scipy.special import softmax
 
 from . import __version__
-from .calibration import METRICS, percentile_interval, resample_counts, resampled_metrics
+from .calibration import METRICS, metric_value, percentile_interval, resample_counts, resampled_metrics
 from .errors import XfuseError
 from .sweep import load_plan, sweep_paths, sweep_status
 from .train import CONDITIONS
@@ -166,8 +166,7 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
                         raise XfuseError(f"{key[0]} on layers {list(key[1])} (seed {run.seed}): test-{lang} examples "
                                          "differ from the baseline's; were they trained on other features?")
                     probs = _probabilities(run, lang, condition)
-                    values = {name: METRICS[name](probs, part["labels"], bins) if name in ("ece", "adaptive_ece",
-                              "mce", "classwise_ece") else METRICS[name](probs, part["labels"]) for name in config.metrics}
+                    values = {name: metric_value(name, probs, part["labels"], bins) for name in config.metrics}
                     per_seed.append((values, resampled_metrics(probs, part["labels"], counts, bins, config.metrics)))
                 resampled[key] = {name: (float(np.mean([values[name] for values, _ in per_seed])),
                                          np.mean([samples[name] for _, samples in per_seed], axis=0))
@@ -209,7 +208,8 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
                 confidence.append(probs.max(axis=1))
                 correct.append(probs.argmax(axis=1) == run.predictions[f"test-{lang}"]["labels"])
             reliability[(key, lang)] = (np.concatenate(confidence), np.concatenate(correct).astype(np.float64))
-    return {"config": dataclasses.asdict(config), "plan": plan, "status": status, "rows": rows,
+    index = {_row_key(row["head"], row["layers"], row["lang"], row["condition"], row["metric"]): row for row in rows}
+    return {"config": dataclasses.asdict(config), "plan": plan, "status": status, "rows": rows, "index": index,
             "provenance": provenance(plan, Path(config.plan), runs),
             "languages": languages, "baseline": baseline_key, "configurations": ordered,
             "best_lower": best_lower, "reliability": reliability, "bins": bins,
@@ -334,14 +334,13 @@ def _csv_value(value):
     return value
 
 
+def _row_key(head: str, layers: str, lang: str, condition: str, metric: str) -> tuple:
+    return head, layers, lang, condition, metric
+
+
 def lookup(tables: dict, key: tuple, lang: str, condition: str, metric: str) -> dict:
     """The row of one configuration, language, condition and metric."""
-    layers = "_".join(map(str, key[1]))
-    for row in tables["rows"]:
-        if (row["head"], row["layers"], row["lang"], row["condition"], row["metric"]) == (key[0], layers, lang,
-                                                                                         condition, metric):
-            return row
-    raise KeyError((key, lang, condition, metric))
+    return tables["index"][_row_key(key[0], "_".join(map(str, key[1])), lang, condition, metric)]
 
 
 def write_report(tables: dict, out: Path, log: Callable[[str], None] = print) -> Path:
