@@ -97,3 +97,20 @@ def test_help_documents_every_option(capsys):
     for option in ("--split", "--langs", "--encoder", "--max-length", "--layers", "--dtype", "--batch-size",
                    "--shard-size", "--device", "--prefix", "--data-dir", "--cache-dir", "--out", "--quiet"):
         assert option in text
+
+
+def test_sweep_errors_are_one_line(tiny_encoder, mini_pawsx, tmp_path, capsys):
+    import json
+
+    spec = {"extract": {"encoder": str(tiny_encoder), "data_dir": str(mini_pawsx)},
+            "grids": [{"heads": ["gru"], "layers": "each"}]}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    code, lines = run(["sweep", "plan", "--spec", str(tmp_path / "spec.json"), "--out", str(tmp_path / "sweep")], capsys)
+    assert_one_line(code, lines, 1, "spec.json: grids[0]: unknown head 'gru'; expected one of single")
+    assert not (tmp_path / "sweep" / "plan.json").exists()
+    code, lines = run(["sweep", "status", "--plan", str(tmp_path / "nowhere" / "plan.json")], capsys)
+    assert_one_line(code, lines, 1, "--plan: no such file", "run xfuse sweep plan first")
+    code, lines = run(["run-task", "--plan", str(tmp_path / "spec.json"), "--index", "0"], capsys)
+    assert_one_line(code, lines, 1, "spec.json: not an xfuse plan")
+    code, lines = run(["sweep", "submit", "--plan", str(tmp_path / "spec.json"), "--executor", "cloud"], capsys)
+    assert_one_line(code, lines, 2, "'cloud' is not one of 'slurm', 'local'")
