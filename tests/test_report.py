@@ -210,3 +210,9 @@ def test_the_study_reproduce_script_runs_plan_sweep_and_report(tiny_encoder, min
     assert "| extract | 1 |" in text and "| tasks | 1 |" in text  # the stage times of timings.json
     timings = json.loads((tmp_path / "study" / "timings.json").read_text())
     assert timings["tasks"][0]["tasks"] == 5 and timings["extract"][0]["seconds"] >= 0
+
+
+def test_languages_in_parallel_processes_give_the_same_rows(sweep):
+    plan_path, tables, _ = sweep
+    parallel = build_report(ReportConfig(plan=str(plan_path), n_resamples=200, workers=2), log=lambda line: None)
+    assert parallel["rows"] == tables["rows"]

@@ -28,6 +28,8 @@ Usage::
     summary["ece"]                              # {"value": ..., "low": ..., "high": ...}
 """
 
+import functools
+
 import numpy as np
 
 from .errors import XfuseError
@@ -311,8 +313,9 @@ def resampled_metrics(probs, labels, counts: np.ndarray, bins: int = DEFAULT_BIN
         elif name == "smooth_ece":
             sigma = smooth_ece_bandwidth(confidence, correct)
             mesh = np.linspace(0.0, 1.0, max(200, round(10 / sigma)))
-            numerator = _kernel_sums(confidence, counts * (confidence - correct), sigma, mesh)
-            density = _kernel_sums(confidence, counts.astype(np.float64), sigma, mesh) + 1e-4
+            numerator, density = _kernel_sums(confidence, (counts * (confidence - correct), counts.astype(np.float64)),
+                                              sigma, mesh)
+            density = density + 1e-4
             values[name] = np.abs(numerator).sum(axis=1) / density.sum(axis=1)
     return {name: values[name] for name in names}
 
@@ -332,26 +335,31 @@ def bootstrap_intervals(probs, labels, bins: int = DEFAULT_BINS, n_resamples: in
     return {name: percentile_interval(values[name], level) for name in METRICS}
 
 
-def _kernel_sums(points: np.ndarray, weights: np.ndarray, sigma: float, mesh: np.ndarray) -> np.ndarray:
-    """:func:`_kernel_sum` for each row of ``weights`` (R, N): (R, len(mesh)).
+def _kernel_sums(points: np.ndarray, weight_sets: tuple, sigma: float, mesh: np.ndarray) -> list:
+    """:func:`_kernel_sum` for each row of each weights matrix (R, N) in ``weight_sets``: (R, len(mesh)) each.
 
     The grid spreading, the reflected convolution and the interpolation at the
     mesh are one linear map of the weights, ``weights @ A`` with ``A`` (N, M)
-    from :func:`_kernel_matrix`; when ``A`` would be too large (tiny ``sigma``),
-    the grids are convolved by FFT instead.
+    from :func:`_kernel_matrix`, built once for all the sets; when ``A`` would
+    be too large (tiny ``sigma``), the grids are convolved by FFT instead.
     """
     size = max(2000, round(20 / sigma)) // 2 + 1
     if size * 2 * mesh.size <= 20_000_000:
-        return weights @ _kernel_matrix(points, sigma, mesh)
+        matrix = _kernel_matrix(points, sigma, mesh)
+        return [weights @ matrix for weights in weight_sets]
     from scipy.signal import fftconvolve
 
-    grid = np.asarray((_spread(points, size).T @ weights.T).T)  # (R, size)
+    spread = _spread(points, size)
     axis = np.linspace(0.0, 1.0, size)
     kernel = np.exp(-0.5 * ((axis - 0.5) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
-    reflected = np.concatenate([grid[:, ::-1][:, :-1], grid, grid[:, ::-1][:, 1:]], axis=1)
-    smoothed = fftconvolve(reflected, kernel[None, :], mode="valid", axes=1)[:, size // 2 : size // 2 + size]
     left, right_share = _mesh_neighbours(mesh, size)
-    return smoothed[:, left] * (1 - right_share) + smoothed[:, left + 1] * right_share
+    sums = []
+    for weights in weight_sets:
+        grid = np.asarray((spread.T @ weights.T).T)  # (R, size)
+        reflected = np.concatenate([grid[:, ::-1][:, :-1], grid, grid[:, ::-1][:, 1:]], axis=1)
+        smoothed = fftconvolve(reflected, kernel[None, :], mode="valid", axes=1)[:, size // 2 : size // 2 + size]
+        sums.append(smoothed[:, left] * (1 - right_share) + smoothed[:, left + 1] * right_share)
+    return sums
 
 
 def _spread(points: np.ndarray, size: int):
@@ -373,16 +381,24 @@ def _mesh_neighbours(mesh: np.ndarray, size: int) -> tuple:
 
 
 def _kernel_matrix(points: np.ndarray, sigma: float, mesh: np.ndarray) -> np.ndarray:
-    """(N, M): what a unit weight on each point adds to :func:`_kernel_sum` at each mesh point.
+    """(N, M): what a unit weight on each point adds to :func:`_kernel_sum` at each mesh point."""
+    size = max(2000, round(20 / sigma)) // 2 + 1
+    return np.asarray(_spread(points, size) @ _smoothing_at_mesh(float(sigma), mesh.size))
+
+
+@functools.lru_cache(maxsize=32)
+def _smoothing_at_mesh(sigma: float, mesh_size: int) -> np.ndarray:
+    """(size, M): what a unit weight on each grid point adds at each of ``M`` evenly spaced mesh points.
 
     ``np.convolve(reflected, v, "valid")[size // 2 + s]`` is ``sum_k reflected[k] v[k - size // 2 - s]``
     (``v`` is symmetric), and grid point ``g`` sits in ``reflected`` at ``k = g + size - 1``
     and, reflected, at ``size - 1 - g`` (``g >= 1``) and ``3 size - 3 - g`` (``g <= size - 2``).
+    Cached: the bandwidths of :func:`smooth_ece_bandwidth` lie on a dyadic grid and recur.
     """
     size = max(2000, round(20 / sigma)) // 2 + 1
     axis = np.linspace(0.0, 1.0, size)
     kernel = np.exp(-0.5 * ((axis - 0.5) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
-    left, right_share = _mesh_neighbours(mesh, size)
+    left, right_share = _mesh_neighbours(np.linspace(0.0, 1.0, mesh_size), size)
     columns = np.concatenate([left, left + 1])  # (2M,) smoothed indices the mesh reads
     grid = np.arange(size)[:, None]
 
@@ -393,8 +409,9 @@ def _kernel_matrix(points: np.ndarray, sigma: float, mesh: np.ndarray) -> np.nda
 
     at_columns = (lookup(grid + size - 1, True) + lookup(size - 1 - grid, grid >= 1)
                   + lookup(3 * size - 3 - grid, grid <= size - 2))  # (size, 2M)
-    at_mesh = at_columns[:, : mesh.size] * (1 - right_share) + at_columns[:, mesh.size :] * right_share  # (size, M)
-    return np.asarray(_spread(points, size) @ at_mesh)
+    at_mesh = at_columns[:, :mesh_size] * (1 - right_share) + at_columns[:, mesh_size:] * right_share
+    at_mesh.flags.writeable = False
+    return at_mesh
 
 
 def calibration_summary(probs, labels, bins: int = DEFAULT_BINS, n_resamples: int = 1000, seed: int = 0) -> dict:

@@ -186,11 +186,14 @@ def run_task_command(plan_path, index):
               help="Bootstrap resamples of the test examples for intervals and paired tests.")
 @click.option("--alpha", type=float, default=0.05, show_default=True, help="Level of the Holm-adjusted tests.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the resamples.")
-def report(plan_path, out, n_resamples, alpha, seed):
+@click.option("--workers", type=int, default=lambda: os.cpu_count() or 1, show_default="the CPU count",
+              help="Languages computed at once, in separate processes.")
+def report(plan_path, out, n_resamples, alpha, seed, workers):
     """Tables (CSV, Markdown) and figures of a sweep's results, with paired tests against the baseline."""
     from .report import ReportConfig, build_report, write_report
 
-    tables = build_report(ReportConfig(plan=plan_path, n_resamples=n_resamples, alpha=alpha, seed=seed), log=click.echo)
+    config = ReportConfig(plan=plan_path, n_resamples=n_resamples, alpha=alpha, seed=seed, workers=workers)
+    tables = build_report(config, log=click.echo)
     write_report(tables, Path(out) if out else Path(plan_path).parent / "report", log=click.echo)
 
 

@@ -69,6 +69,7 @@ class ReportConfig:
     n_resamples: int = 1000
     seed: int = 0
     alpha: float = 0.05
+    workers: int = 1  # languages computed in parallel processes
 
     def validate(self) -> None:
         unknown = [name for name in self.metrics if name not in METRICS]
@@ -78,6 +79,8 @@ class ReportConfig:
             raise XfuseError(f"--bootstrap: expected at least 100 resamples, got {self.n_resamples}")
         if not 0 < self.alpha < 1:
             raise XfuseError(f"--alpha: expected a level in (0, 1), got {self.alpha}")
+        if int(self.workers) < 1:
+            raise XfuseError(f"--workers: expected an integer >= 1, got {self.workers}")
 
 
 @dataclass
@@ -130,11 +133,46 @@ def load_runs(plan_path: Path) -> tuple:
     return plan, runs, status
 
 
+def _temperature(run: Run, lang: str, condition: str) -> float:
+    return {"uncalibrated": 1.0, "zero_shot_ts": run.metrics["zero_shot_temperature"],
+            "oracle_ts": run.metrics["languages"][lang]["oracle_temperature"]}[condition]
+
+
 def _probabilities(run: Run, lang: str, condition: str) -> np.ndarray:
     logits = run.predictions[f"test-{lang}"]["logits"].astype(np.float64)
-    temperature = {"uncalibrated": 1.0, "zero_shot_ts": run.metrics["zero_shot_temperature"],
-                   "oracle_ts": run.metrics["languages"][lang]["oracle_temperature"]}[condition]
-    return softmax(logits / temperature, axis=1)
+    return softmax(logits / _temperature(run, lang, condition), axis=1)
+
+
+def _language_rows(job: dict) -> list:
+    """The rows of one language: every configuration, condition and metric, with paired comparisons."""
+    lang, seeds, baseline_key, metrics, bins = job["lang"], job["seeds"], job["baseline_key"], job["metrics"], job["bins"]
+    counts = resample_counts(len(seeds[baseline_key][0][1]), job["n_resamples"], job["seed"])
+    rows = []
+    for condition in CONDITIONS:
+        resampled = {}
+        for key in job["ordered"]:
+            per_seed = []
+            for logits, labels, temperatures in seeds[key]:
+                probs = softmax(logits.astype(np.float64) / temperatures[condition], axis=1)
+                values = {name: metric_value(name, probs, labels, bins) for name in metrics}
+                per_seed.append((values, resampled_metrics(probs, labels, counts, bins, metrics)))
+            resampled[key] = {name: (float(np.mean([values[name] for values, _ in per_seed])),
+                                     np.mean([samples[name] for _, samples in per_seed], axis=0)) for name in metrics}
+        for key in job["ordered"]:
+            for name in metrics:
+                value, samples = resampled[key][name]
+                low, high = percentile_interval(samples)
+                row = {"head": key[0], "layers": "_".join(map(str, key[1])), "lower_layer": _lower_layer(key, job["last"]),
+                       "seeds": len(seeds[key]), "lang": lang, "condition": condition, "metric": name,
+                       "value": value, "low": low, "high": high}
+                if key != baseline_key:
+                    base_value, base_samples = resampled[baseline_key][name]
+                    delta = samples - base_samples
+                    row["delta"] = value - base_value
+                    row["delta_low"], row["delta_high"] = percentile_interval(delta)
+                    row["p_value"] = bootstrap_p_value(delta)
+                rows.append(row)
+    return rows
 
 
 def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> dict:
@@ -152,40 +190,34 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
     ordered = sorted(configurations, key=lambda key: (key != baseline_key, key[0], key[1]))
     languages = list(configurations[baseline_key][0].metrics["languages"])
     bins = int(plan["train"].get("bins", 15))
-    rows = []
+    jobs = []
     for number, lang in enumerate(languages):
         reference = configurations[baseline_key][0].predictions[f"test-{lang}"]
-        counts = resample_counts(len(reference["labels"]), int(config.n_resamples), config.seed + number)
-        for condition in CONDITIONS:
-            resampled = {}
-            for key in ordered:
-                per_seed = []
-                for run in configurations[key]:
-                    part = run.predictions[f"test-{lang}"]
-                    if not np.array_equal(part["ids"], reference["ids"]):
-                        raise XfuseError(f"{key[0]} on layers {list(key[1])} (seed {run.seed}): test-{lang} examples "
-                                         "differ from the baseline's; were they trained on other features?")
-                    probs = _probabilities(run, lang, condition)
-                    values = {name: metric_value(name, probs, part["labels"], bins) for name in config.metrics}
-                    per_seed.append((values, resampled_metrics(probs, part["labels"], counts, bins, config.metrics)))
-                resampled[key] = {name: (float(np.mean([values[name] for values, _ in per_seed])),
-                                         np.mean([samples[name] for _, samples in per_seed], axis=0))
-                                  for name in config.metrics}
-            for key in ordered:
-                for name in config.metrics:
-                    value, samples = resampled[key][name]
-                    low, high = percentile_interval(samples)
-                    row = {"head": key[0], "layers": "_".join(map(str, key[1])), "lower_layer": _lower_layer(key, last),
-                           "seeds": len(configurations[key]), "lang": lang, "condition": condition, "metric": name,
-                           "value": value, "low": low, "high": high}
-                    if key != baseline_key:
-                        base_value, base_samples = resampled[baseline_key][name]
-                        delta = samples - base_samples
-                        row["delta"] = value - base_value
-                        row["delta_low"], row["delta_high"] = percentile_interval(delta)
-                        row["p_value"] = bootstrap_p_value(delta)
-                    rows.append(row)
-        log(f"report: {lang} done ({len(ordered)} configurations)")
+        seeds = {}
+        for key in ordered:
+            for run in configurations[key]:
+                part = run.predictions[f"test-{lang}"]
+                if not np.array_equal(part["ids"], reference["ids"]):
+                    raise XfuseError(f"{key[0]} on layers {list(key[1])} (seed {run.seed}): test-{lang} examples "
+                                     "differ from the baseline's; were they trained on other features?")
+                temperatures = {condition: _temperature(run, lang, condition) for condition in CONDITIONS}
+                seeds.setdefault(key, []).append((part["logits"], part["labels"], temperatures))
+        jobs.append(dict(lang=lang, seeds=seeds, ordered=ordered, baseline_key=baseline_key, last=last,
+                         metrics=tuple(config.metrics), n_resamples=int(config.n_resamples),
+                         seed=config.seed + number, bins=bins))
+    rows = []
+    if config.workers > 1 and len(jobs) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(config.workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            for job, language_rows in zip(jobs, pool.map(_language_rows, jobs)):
+                rows.extend(language_rows)
+                log(f"report: {job['lang']} done ({len(ordered)} configurations)")
+    else:
+        for job in jobs:
+            rows.extend(_language_rows(job))
+            log(f"report: {job['lang']} done ({len(ordered)} configurations)")
     families = {}
     for position, row in enumerate(rows):
         if "p_value" in row:
