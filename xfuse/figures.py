@@ -119,7 +119,7 @@ def reliability_figure(tables: dict):
 
 
 def accuracy_vs_ece_figure(tables: dict, condition: str = "uncalibrated"):
-    figure, axis = plt.subplots(figsize=(7.5, 5.5), constrained_layout=True)
+    figure, axis = plt.subplots(figsize=(8.5, 5.5), constrained_layout=True)
     colors = dict(zip(tables["languages"], plt.get_cmap("tab10").colors))
     heads_seen = set()
     for key in tables["configurations"]:
@@ -134,9 +134,11 @@ def accuracy_vs_ece_figure(tables: dict, condition: str = "uncalibrated"):
                         for lang in tables["languages"]]
     head_handles = [plt.Line2D([], [], color="grey", marker=HEAD_MARKERS.get(head, "o"), linestyle="", label=head)
                     for head in sorted(heads_seen)]
-    first = axis.legend(handles=language_handles, title="language", loc="upper right", fontsize=8)
+    first = axis.legend(handles=language_handles, title="language", loc="upper left", bbox_to_anchor=(1.02, 1),
+                        fontsize=8)
     axis.add_artist(first)
-    axis.legend(handles=head_handles, title="head (baseline: black edge)", loc="lower left", fontsize=8)
+    axis.legend(handles=head_handles, title="head (baseline:\nblack edge)", loc="lower left", bbox_to_anchor=(1.02, 0),
+                fontsize=8)
     axis.set_xlabel(f"ECE ({CONDITION_LABELS[condition]})")
     axis.set_ylabel("accuracy")
     axis.set_title("Accuracy against ECE on test, every configuration (mean over seeds)")
@@ -159,7 +161,7 @@ def ece_temperature_figure(tables: dict, metric: str = "ece"):
                         fontsize=7)
         axis.set_ylabel(METRIC_LABELS[metric])
         axis.set_title(lang)
-    axes[0].legend(fontsize=7)
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=len(conditions), fontsize=8)
     figure.suptitle(f"{METRIC_LABELS[metric]} before and after temperature scaling (95% intervals); "
                     "fusion heads at their best lower layer by dev-en loss")
     return figure
