@@ -526,7 +526,8 @@ def render_provenance(facts: dict) -> list:
     if facts["timings"]:
         lines += ["Stages, as timed when they ran (`timings.json` beside the plan; a resumed stage has several runs):",
                   ""]
-        lines += _table(["stage", "runs", "seconds", "command"],
-                        [[stage, len(runs), f"{sum(run['seconds'] for run in runs):.0f}", f"`{runs[-1]['command']}`"]
+        lines += _table(["stage", "runs", "seconds", "command", "note"],
+                        [[stage, len(runs), f"{sum(run['seconds'] for run in runs):.0f}", f"`{runs[-1]['command']}`",
+                          "; ".join(run["note"] for run in runs if run.get("note"))]
                          for stage, runs in facts["timings"].items()])
     return lines
