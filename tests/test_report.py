@@ -59,9 +59,13 @@ def test_holm_hand_computed():
 
 
 def test_bootstrap_p_value():
-    assert bootstrap_p_value(np.full(999, 0.1)) == pytest.approx(2 / 1000)
-    assert bootstrap_p_value(np.linspace(-1, 1, 1001)) == 1.0
-    assert bootstrap_p_value(np.concatenate([np.full(50, -0.1), np.full(950, 0.1)])) == pytest.approx(2 * 51 / 1001)
+    rng = np.random.default_rng(0)
+    resamples = rng.normal(0.1, 0.05, 100_000)  # z = 0.1 / 0.05 = 2: p = 0.0455
+    assert bootstrap_p_value(0.1, resamples) == pytest.approx(0.0455, abs=0.001)
+    assert bootstrap_p_value(0.0, rng.normal(0, 1, 1000)) == 1.0
+    assert bootstrap_p_value(0.0, np.zeros(10)) == 1.0 and bootstrap_p_value(0.2, np.full(10, 0.2)) == 0.0
+    # far below 2 / (R + 1): Holm over hundreds of comparisons can still find it
+    assert bootstrap_p_value(0.1, rng.normal(0.1, 0.01, 1000)) < 1e-10
 
 
 def test_csv_holds_every_configuration_language_condition_and_metric(sweep):

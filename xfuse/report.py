@@ -11,8 +11,8 @@ temperature) and each metric:
   every seed and every configuration of a language);
 - against the baseline (``single`` on the last layer), on the same resamples,
   so the comparison is paired: ``delta = value - baseline value``, its 95%
-  interval, and a two-sided bootstrap p-value
-  ``p = min(1, 2 min((1 + #{delta* <= 0}) / (R + 1), (1 + #{delta* >= 0}) / (R + 1)))``;
+  interval, and a two-sided p-value from the bootstrap standard error of
+  ``delta``, ``p = 2 (1 - Phi(|delta| / sd(delta*)))``;
 - ``p_holm``: Holm's step-down adjustment over all comparisons of one
   (metric, condition) family, i.e. every configuration in every language;
   ``significant`` when ``p_holm < alpha``.
@@ -48,6 +48,7 @@ from typing import Callable, Optional
 
 import numpy as np
 from scipy.special import softmax
+from scipy.stats import norm
 
 from . import __version__
 from .calibration import METRICS, metric_value, percentile_interval, resample_counts, resampled_metrics
@@ -103,12 +104,16 @@ def holm(p_values) -> np.ndarray:
     return adjusted
 
 
-def bootstrap_p_value(delta_resamples: np.ndarray) -> float:
-    """Two-sided bootstrap p-value of a difference being 0 (see the module docstring)."""
-    r = delta_resamples.size
-    below = (1 + np.count_nonzero(delta_resamples <= 0)) / (r + 1)
-    above = (1 + np.count_nonzero(delta_resamples >= 0)) / (r + 1)
-    return float(min(1.0, 2 * min(below, above)))
+def bootstrap_p_value(delta: float, delta_resamples: np.ndarray) -> float:
+    """Two-sided p-value of a difference being 0, from its bootstrap standard error (a Wald test).
+
+    ``p = 2 (1 - Phi(|delta| / sd(delta*)))``. Counting resamples beyond 0 instead cannot give a
+    p-value below ``2 / (R + 1)``, too coarse for Holm's correction over hundreds of comparisons.
+    """
+    spread = float(np.std(delta_resamples, ddof=1))
+    if spread == 0.0:
+        return 1.0 if delta == 0 else 0.0
+    return float(2 * norm.sf(abs(delta) / spread))
 
 
 def load_runs(plan_path: Path) -> tuple:
@@ -170,7 +175,7 @@ def _language_rows(job: dict) -> list:
                     delta = samples - base_samples
                     row["delta"] = value - base_value
                     row["delta_low"], row["delta_high"] = percentile_interval(delta)
-                    row["p_value"] = bootstrap_p_value(delta)
+                    row["p_value"] = bootstrap_p_value(row["delta"], delta)
                 rows.append(row)
     return rows
 
@@ -441,7 +446,8 @@ def render_markdown(tables: dict, figures: list) -> str:
         f"Baseline: `single` on layer {last} (the last). Each value is the mean over a configuration's seeds, "
         f"with a 95% percentile bootstrap interval ({config['n_resamples']} resamples of the test examples, the "
         "same for every seed and configuration of a language). Changes against the baseline are paired on those "
-        "resamples; their p-values are adjusted by Holm's method within each metric and condition, over every "
+        "resamples; their two-sided p-values come from the bootstrap standard error of the change (a Wald test) and "
+        "are adjusted by Holm's method within each metric and condition, over every "
         f"configuration and language; `*` marks a change significant at {config['alpha']} after adjustment. "
         "Zero-shot temperature scaling fits one temperature on English dev; oracle temperature scaling fits one "
         "per language on its own dev set (an upper bound, not a zero-shot result). Binned ECEs are biased upward "
