@@ -155,3 +155,13 @@ def test_vectorised_bootstrap_equals_metrics_of_explicit_resamples():
 def test_validation_names_expected_and_received(probs, labels, message):
     with pytest.raises(XfuseError, match=message):
         cal.ece(probs, labels)
+
+
+@pytest.mark.parametrize("sigma", [0.0302734375, 0.0005])  # the kernel-matrix path, and the per-row path for tiny sigma
+def test_resampled_kernel_sums_equal_the_direct_kernel_sums(sigma):
+    rng = np.random.default_rng(3)
+    points, weights = rng.random(300), rng.random((3, 300))
+    mesh = np.linspace(0, 1, max(200, round(10 / sigma)))
+    (sums,) = cal._kernel_sums(points, (weights,), sigma, mesh)
+    direct = np.stack([cal._kernel_sum(points, row, sigma, mesh) for row in weights])
+    np.testing.assert_allclose(sums, direct, rtol=1e-10, atol=1e-9)

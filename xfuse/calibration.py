@@ -341,25 +341,13 @@ def _kernel_sums(points: np.ndarray, weight_sets: tuple, sigma: float, mesh: np.
     The grid spreading, the reflected convolution and the interpolation at the
     mesh are one linear map of the weights, ``weights @ A`` with ``A`` (N, M)
     from :func:`_kernel_matrix`, built once for all the sets; when ``A`` would
-    be too large (tiny ``sigma``), the grids are convolved by FFT instead.
+    be too large (tiny ``sigma``), each row goes through :func:`_kernel_sum`.
     """
     size = max(2000, round(20 / sigma)) // 2 + 1
     if size * 2 * mesh.size <= 20_000_000:
         matrix = _kernel_matrix(points, sigma, mesh)
         return [weights @ matrix for weights in weight_sets]
-    from scipy.signal import fftconvolve
-
-    spread = _spread(points, size)
-    axis = np.linspace(0.0, 1.0, size)
-    kernel = np.exp(-0.5 * ((axis - 0.5) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
-    left, right_share = _mesh_neighbours(mesh, size)
-    sums = []
-    for weights in weight_sets:
-        grid = np.asarray((spread.T @ weights.T).T)  # (R, size)
-        reflected = np.concatenate([grid[:, ::-1][:, :-1], grid, grid[:, ::-1][:, 1:]], axis=1)
-        smoothed = fftconvolve(reflected, kernel[None, :], mode="valid", axes=1)[:, size // 2 : size // 2 + size]
-        sums.append(smoothed[:, left] * (1 - right_share) + smoothed[:, left + 1] * right_share)
-    return sums
+    return [np.stack([_kernel_sum(points, row, sigma, mesh) for row in weights]) for weights in weight_sets]
 
 
 def _spread(points: np.ndarray, size: int):
