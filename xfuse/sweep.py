@@ -61,7 +61,7 @@ from .features import STORE_FILE, FeatureStore, atomic_write_text
 from .hashing import config_fingerprint
 from .heads import HEADS
 from .layers import parse_layers, resolve_layers
-from .train import run_name
+from .train import TrainConfig, run_name, train_heads
 
 PLAN_FORMAT = "xfuse-plan/1"
 PLAN_FILE = "plan.json"
@@ -125,8 +125,6 @@ class SweepSpec:
     def validate(self) -> None:
         extract_fields = {field.name for field in dataclasses.fields(ExtractConfig)} - set(_EXTRACT_FIXED)
         _check_keys(self.extract, extract_fields, f"{self.source}: extract")
-        from .train import TrainConfig
-
         train_fields = {field.name for field in dataclasses.fields(TrainConfig)} - set(_TRAIN_PER_TASK)
         _check_keys(self.train, train_fields, f"{self.source}: train")
         if not self.grids:
@@ -275,8 +273,6 @@ def sweep_status(plan_path: Path) -> dict:
 
 
 def train_config(plan: dict, task: dict, results_dir: Path):
-    from .train import TrainConfig
-
     return TrainConfig(store=plan["store"], layers=",".join(map(str, task["layers"])), head=task["head"],
                        seed=task["seed"], out=str(results_dir), languages=tuple(plan["extract"]["languages"]),
                        **plan["train"])
@@ -287,8 +283,6 @@ def run_task(plan_path: Path, index: int, log: Callable[[str], None] = print) ->
 
     A failure is recorded in ``failed/<task>.txt`` (and raised); success removes it.
     """
-    from .train import train_heads
-
     plan = load_plan(plan_path)
     tasks = plan["tasks"]
     if not isinstance(index, int) or not 0 <= index < len(tasks):
