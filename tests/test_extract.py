@@ -1,5 +1,6 @@
 """Stage 1 on a tiny encoder built from a config: exact features, content addressing, resumption after SIGKILL."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -101,6 +102,39 @@ def test_only_the_asked_layers_are_stored(tiny_encoder, mini_pawsx, tmp_path):
         assert part.read([-1], [0, 1]).features[2].shape[0] == 2
         with pytest.raises(XfuseError, match=r"layer\(s\) 1 not in this cache \(stored: 2\)"):
             part.read([1], [0])
+
+
+def test_a_failed_background_write_stops_the_extraction_and_a_rerun_completes_it(tiny_encoder, mini_pawsx, tmp_path,
+                                                                                 monkeypatch):
+    import xfuse.extract as extract_module
+
+    config = tiny_config(tiny_encoder, mini_pawsx, tmp_path, split="test", languages=("de",), out=str(tmp_path / "s"))
+    written = []
+    real_write = extract_module.write_shard
+
+    def failing_write(path, rows, layers, attrs):
+        if len(written) == 2:
+            raise OSError(f"disk full while writing {path}")
+        real_write(path, rows, layers, attrs)
+        written.append(path.name)
+
+    monkeypatch.setattr(extract_module, "write_shard", failing_write)
+    with pytest.raises(OSError, match="disk full while writing .*shard-00002.h5"):
+        extract(config, progress=False, log=lambda line: None)
+    store = tmp_path / "s"
+    assert written == ["shard-00000.h5", "shard-00001.h5"] and not list(store.glob("*.h5"))
+    assert sorted(path.name for path in store.glob("*.shards/shard-*.h5")) == written
+
+    monkeypatch.setattr(extract_module, "write_shard", real_write)
+    resumed = extract(config, progress=False, log=lambda line: None)
+    (part,) = resumed.parts
+    assert part.status == "resumed" and part.computed_pairs == part.pairs - 16
+    reference = extract(dataclasses.replace(config, out=str(tmp_path / "reference")), progress=False,
+                        log=lambda line: None)
+    assert _contents(store).keys() == _contents(reference.store_dir).keys()
+    for (data, _), (expected, _) in zip(_contents(store).values(), _contents(reference.store_dir).values()):
+        for key in expected:
+            np.testing.assert_array_equal(data[key], expected[key], err_msg=key)
 
 
 def _run_extract(args, kill_when=None):

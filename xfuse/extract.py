@@ -30,6 +30,7 @@ import json
 import math
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,32 +237,44 @@ def _compute_shards(encoder: Encoder, tokens: dict, lengths: np.ndarray, offsets
                     settings: dict, config: ExtractConfig, bar) -> None:
     """Compute and write the shards in ``todo`` ((path, attrs) pairs), in order.
 
-    One buffer (layers, tokens, E), sized for the largest shard, is reused
-    for every shard, since touching fresh memory is costly. Each batch's real
-    tokens are cast and copied by torch straight to their rows in file order.
+    Writing overlaps computing: a background thread writes shard k (h5py
+    releases the GIL while HDF5 writes) while the encoder computes shard k+1.
+    Two buffers (layers, tokens, E), each sized for the largest shard, take
+    turns and are reused, since touching fresh memory is costly; a buffer is
+    refilled only once its previous shard is written. A failed write is raised
+    here, and a shard that was being written when the process stopped exists
+    only as a temporary file, so resuming is unchanged. Each pair's real
+    tokens of each layer are cast and copied by one ``copy_`` straight to
+    their rows in file order.
     """
     if not todo:
         return
     _, torch_dtype = DTYPES[settings["dtype"]]
     layers = settings["layers"]
     most_tokens = max(attrs["num_tokens"] for _, attrs in todo)
-    buffer = torch.empty((len(layers), most_tokens, encoder.hidden_size), dtype=torch_dtype)
-    for path, attrs in todo:
-        first = attrs["first"]
-        rows = buffer[:, : attrs["num_tokens"]]  # (L, tokens, E)
-        for batch in length_buckets(lengths, first, attrs["stop"], config.batch_size):
-            input_ids, mask, token_types = collate(tokens, batch, encoder.pad_id)
-            hidden = encoder.hidden_states(input_ids, mask, token_types)
-            width = input_ids.shape[1]
-            source = torch.from_numpy(np.concatenate(
-                [row * width + np.arange(lengths[pair]) for row, pair in enumerate(batch)]))
-            destination = torch.from_numpy(np.concatenate(
-                [np.arange(offsets[pair], offsets[pair + 1]) for pair in batch]) - offsets[first])
-            for position, layer in enumerate(layers):
-                flat = hidden[layer].reshape(-1, encoder.hidden_size).to(torch_dtype)  # (B * T, E)
-                rows[position].index_copy_(0, destination, flat.index_select(0, source.to(flat.device)).cpu())
-            bar.update(len(batch))
-        write_shard(path, rows.numpy(), layers, attrs)
+    buffers = [torch.empty((len(layers), most_tokens, encoder.hidden_size), dtype=torch_dtype)
+               for _ in range(min(2, len(todo)))]
+    writes: list = [None] * len(buffers)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xfuse-shard-writer") as writer:
+        for index, (path, attrs) in enumerate(todo):
+            turn = index % len(buffers)
+            if writes[turn] is not None:
+                writes[turn].result()
+            first = attrs["first"]
+            rows = buffers[turn][:, : attrs["num_tokens"]]  # (L, tokens, E)
+            for batch in length_buckets(lengths, first, attrs["stop"], config.batch_size):
+                input_ids, mask, token_types = collate(tokens, batch, encoder.pad_id)
+                hidden = encoder.hidden_states(input_ids, mask, token_types)
+                stored = [hidden[layer].cpu() for layer in layers]  # (B, T, E) each, one transfer per layer
+                for row, pair in enumerate(batch):
+                    start, stop = int(offsets[pair] - offsets[first]), int(offsets[pair + 1] - offsets[first])
+                    for position, state in enumerate(stored):
+                        rows[position, start:stop].copy_(state[row, : stop - start])
+                bar.update(len(batch))
+            writes[turn] = writer.submit(write_shard, path, rows.numpy(), layers, attrs)
+        for write in writes:
+            if write is not None:
+                write.result()
 
 
 @contextmanager
