@@ -130,6 +130,8 @@ def test_a_failed_task_is_recorded_then_cleared(small_sweep):
         hidden.rename(part)
     outcome = run_local(small_sweep, workers=2, progress=False, log=lambda line: None)
     assert sorted(outcome["done"]) == [2, 3] and not outcome["failed"]
+    timings = json.loads((small_sweep.parent / "timings.json").read_text())
+    assert "extract" not in timings and timings["tasks"][0]["tasks"] == 2  # a complete store is not an extraction run
     assert sweep_status(small_sweep) == {"done": [0, 1, 2, 3], "failed": [], "missing": []}
     assert not list((small_sweep.parent / "failed").iterdir())
     assert run_local(small_sweep, progress=False, log=lambda line: None)["done"] == []

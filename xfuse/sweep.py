@@ -349,8 +349,8 @@ def run_local(plan_path: Path, workers: int = 1, progress: bool = True, log: Cal
         log(f"all {len(plan['tasks'])} tasks are done; nothing to run")
         return outcome
     started = time.perf_counter()
-    extract(extract_config(plan), progress=progress, log=log)
-    record_timing(plan_path, "extract", time.perf_counter() - started, "xfuse extract, as run by xfuse sweep submit")
+    if extract(extract_config(plan), progress=progress, log=log).computed_pairs:  # a complete store is not a run
+        record_timing(plan_path, "extract", time.perf_counter() - started, "xfuse extract, as run by xfuse sweep submit")
     started = time.perf_counter()
     threads = max(1, (os.cpu_count() or 1) // workers)
     log(f"running {len(todo)} of {len(plan['tasks'])} tasks in {workers} process(es) of {threads} thread(s)")
@@ -365,7 +365,7 @@ def run_local(plan_path: Path, workers: int = 1, progress: bool = True, log: Cal
                     log(f"task {index} ({plan['tasks'][index]['name']}) failed: {error}")
                 bar.update(1)
     record_timing(plan_path, "tasks", time.perf_counter() - started,
-                  f"xfuse sweep submit --executor local --workers {workers}", tasks=len(todo))
+                  f"xfuse sweep submit --plan {plan_path} --executor local --workers {workers}", tasks=len(todo))
     return outcome
 
 
