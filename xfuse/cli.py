@@ -46,7 +46,8 @@ def cli():
               help="Storage dtype of the features.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Pairs per forward pass.")
 @click.option("--shard-size", type=int, default=256, show_default=True,
-              help="Pairs per resumable unit of work.")
+              help="Pairs per resumable unit of work; two shards' features are held in memory (one written "
+                   "while the next is computed).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the encoder runs; on cuda in float16.")
 @click.option("--prefix", default=None,
