@@ -202,16 +202,26 @@ def smooth_ece_at(confidence: np.ndarray, outcome: np.ndarray, sigma: float) -> 
     return float(np.sum(np.abs(numerator)) / np.sum(density))
 
 
+def _grid_size(sigma: float) -> int:
+    """Points of the grid that :func:`_kernel_sum` convolves on, for bandwidth ``sigma``."""
+    return max(2000, round(20 / sigma)) // 2 + 1
+
+
+def _gaussian(axis: np.ndarray, sigma: float) -> np.ndarray:
+    """``phi_s`` sampled at offsets ``axis - 0.5``."""
+    return np.exp(-0.5 * ((axis - 0.5) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
+
+
 def _kernel_sum(points: np.ndarray, weights: np.ndarray, sigma: float, mesh: np.ndarray) -> np.ndarray:
     """``sum_i w_i K(t, x_i)`` at each mesh point ``t``, on the grid described in :func:`smooth_ece_at`."""
-    size = max(2000, round(20 / sigma)) // 2 + 1
+    size = _grid_size(sigma)
     scaled = points * (size - 1)
     lower = np.clip(scaled.astype(int), 0, size - 2)
     fraction = scaled - lower
     grid = (np.bincount(lower, (1 - fraction) * weights, minlength=size)
             + np.bincount(lower + 1, fraction * weights, minlength=size))
     axis = np.linspace(0.0, 1.0, size)
-    kernel = np.exp(-0.5 * ((axis - 0.5) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
+    kernel = _gaussian(axis, sigma)
     reflected = np.concatenate([grid[::-1][:-1], grid, grid[::-1][1:]])
     smoothed = np.convolve(reflected, kernel, "valid")[size // 2 : size // 2 + size]
     return np.interp(mesh, axis, smoothed)
@@ -343,7 +353,7 @@ def _kernel_sums(points: np.ndarray, weight_sets: tuple, sigma: float, mesh: np.
     from :func:`_kernel_matrix`, built once for all the sets; when ``A`` would
     be too large (tiny ``sigma``), each row goes through :func:`_kernel_sum`.
     """
-    size = max(2000, round(20 / sigma)) // 2 + 1
+    size = _grid_size(sigma)
     if size * 2 * mesh.size <= 20_000_000:
         matrix = _kernel_matrix(points, sigma, mesh)
         return [weights @ matrix for weights in weight_sets]
@@ -370,7 +380,7 @@ def _mesh_neighbours(mesh: np.ndarray, size: int) -> tuple:
 
 def _kernel_matrix(points: np.ndarray, sigma: float, mesh: np.ndarray) -> np.ndarray:
     """(N, M): what a unit weight on each point adds to :func:`_kernel_sum` at each mesh point."""
-    size = max(2000, round(20 / sigma)) // 2 + 1
+    size = _grid_size(sigma)
     return np.asarray(_spread(points, size) @ _smoothing_at_mesh(float(sigma), mesh.size))
 
 
@@ -383,9 +393,9 @@ def _smoothing_at_mesh(sigma: float, mesh_size: int) -> np.ndarray:
     and, reflected, at ``size - 1 - g`` (``g >= 1``) and ``3 size - 3 - g`` (``g <= size - 2``).
     Cached: the bandwidths of :func:`smooth_ece_bandwidth` lie on a dyadic grid and recur.
     """
-    size = max(2000, round(20 / sigma)) // 2 + 1
+    size = _grid_size(sigma)
     axis = np.linspace(0.0, 1.0, size)
-    kernel = np.exp(-0.5 * ((axis - 0.5) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
+    kernel = _gaussian(axis, sigma)
     left, right_share = _mesh_neighbours(np.linspace(0.0, 1.0, mesh_size), size)
     columns = np.concatenate([left, left + 1])  # (2M,) smoothed indices the mesh reads
     grid = np.arange(size)[:, None]
