@@ -114,3 +114,11 @@ def test_sweep_errors_are_one_line(tiny_encoder, mini_pawsx, tmp_path, capsys):
     assert_one_line(code, lines, 1, "spec.json: not an xfuse plan")
     code, lines = run(["sweep", "submit", "--plan", str(tmp_path / "spec.json"), "--executor", "cloud"], capsys)
     assert_one_line(code, lines, 2, "'cloud' is not one of 'slurm', 'local'")
+
+
+def test_empty_data_file_is_reported_as_empty(tiny_encoder, mini_pawsx, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(mini_pawsx, data)
+    (data / "de" / "test_2k.tsv").write_bytes(b"")
+    code, lines = run(base(tiny_encoder, data, tmp_path) + ["--split", "test", "--langs", "de"], capsys)
+    assert_one_line(code, lines, 1, "de/test_2k.tsv: the file is empty (no header)")

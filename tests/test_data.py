@@ -34,7 +34,7 @@ def test_real_test_files_drop_and_count_ns_and_unlabelled_rows(pawsx_dir, lang):
 
 def test_real_training_file_has_opaque_string_ids(pawsx_dir):
     pairs = read_pairs(pawsx_dir / "en" / "train.tsv", "train", "en")
-    assert len(pairs) == 8730
+    assert len(pairs) == 8561  # ../shared/pawsx/README.md: 169 same-family pairs removed from 8,730
     assert pairs.ids[0] == "pawstest-1"
 
 
@@ -65,6 +65,8 @@ def test_kept_rows_keep_file_order_and_fields(tmp_path):
     ("id\ts1\ts2\tlabel\n1\ta\tb\t1\n", r"f\.tsv:1: expected the header"),
     (HEADER + "1\ta\tb\t1\n1\tc\td\t0\n", r"f\.tsv:3: duplicate id '1' \(first at line 2\)"),
     (HEADER + "1\tNS\tb\t0\n", r"no labelled pairs left"),
+    ("", r"f\.tsv: the file is empty \(no header\)"),
+    ("\n \n", r"f\.tsv: the file is empty \(no header\)"),
 ])
 def test_malformed_rows_name_file_and_line(tmp_path, content, message):
     with pytest.raises(XfuseError, match=message):
@@ -127,3 +129,43 @@ def test_data_dir_option_beats_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("XFUSE_DATA_DIR", str(tmp_path / "env"))
     assert resolve_data_dir(None, tmp_path) == tmp_path / "env"
     assert resolve_data_dir(str(tmp_path / "opt"), tmp_path) == tmp_path / "opt"
+
+
+def _copy_with(source: Path, target: Path, transform) -> Path:
+    """A copy of a real PAWS-X file with a defect written into its bytes."""
+    return write(target, transform(source.read_bytes()))
+
+
+def test_a_byte_order_mark_is_accepted_and_stripped(pawsx_dir, tmp_path):
+    original = read_pairs(pawsx_dir / "en" / "dev_2k.tsv", "dev", "en")
+    copy = _copy_with(pawsx_dir / "en" / "dev_2k.tsv", tmp_path / "en" / "dev_2k.tsv", lambda data: b"\xef\xbb\xbf" + data)
+    marked = read_pairs(copy, "dev", "en")
+    assert marked.ids == original.ids and marked.sentence1 == original.sentence1
+    assert marked.labels.tolist() == original.labels.tolist()
+
+
+def test_crlf_line_endings_stay_accepted(pawsx_dir, tmp_path):
+    original = read_pairs(pawsx_dir / "de" / "test_2k.tsv", "test", "de")
+    copy = _copy_with(pawsx_dir / "de" / "test_2k.tsv", tmp_path / "t.tsv", lambda data: data.replace(b"\n", b"\r\n"))
+    crlf = read_pairs(copy, "test", "de")
+    assert crlf.sentence2 == original.sentence2 and crlf.dropped_not_translated == original.dropped_not_translated
+
+
+def test_an_empty_or_blank_sentence_is_dropped_and_counted_like_ns(pawsx_dir, tmp_path):
+    lines = (pawsx_dir / "de" / "test_2k.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    original = read_pairs(pawsx_dir / "de" / "test_2k.tsv", "test", "de")
+    emptied = []
+    for number in (2, 3):  # data rows 1 and 2: one empty first sentence, one whitespace-only second sentence
+        fields = lines[number - 1].split("\t")
+        fields[1 if number == 2 else 2] = "" if number == 2 else "  \u3000 "
+        lines[number - 1] = "\t".join(fields)
+        emptied.append(fields[0])
+    pairs = read_pairs(write(tmp_path / "t.tsv", "".join(lines)), "test", "de")
+    assert pairs.dropped_empty == 2 and pairs.dropped_not_translated == original.dropped_not_translated
+    assert len(pairs) == len(original) - 2 and not set(emptied) & set(pairs.ids)
+    assert pairs.lines[0] == 4  # kept rows remember their line in the file
+
+
+def test_kept_rows_remember_their_lines(tmp_path):
+    path = write(tmp_path / "f.tsv", HEADER + "a\tone\ttwo\t1\nb\tNS\tx\t0\nc\tthree\tfour\t0\n")
+    assert read_pairs(path, "dev", "en").lines == (2, 4)

@@ -1,6 +1,7 @@
 """Stage 1 on a tiny encoder built from a config: exact features, content addressing, resumption after SIGKILL."""
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -201,3 +202,66 @@ def test_sigkilled_extraction_resumes_to_exactly_the_uninterrupted_features(tiny
             np.testing.assert_array_equal(values, resumed[name][0][key], err_msg=f"{name}:{key}")
         assert {k: str(v) for k, v in attrs.items()} == {k: str(v) for k, v in resumed[name][1].items()}
     assert not list(store.glob("*.shards/*.tmp")) and not list(store.glob("*.h5.tmp"))
+
+
+def test_damaged_shards_are_named_refused_on_read_and_redone_to_an_undamaged_store(tiny_encoder, mini_pawsx, tmp_path,
+                                                                                   capsys):
+    from xfuse.cli import main
+
+    config = tiny_config(tiny_encoder, mini_pawsx, tmp_path, split="test", languages=("en", "de"),
+                         out=str(tmp_path / "store"))
+    extract(config, progress=False, log=lambda line: None)
+    reference = extract(dataclasses.replace(config, out=str(tmp_path / "reference")), progress=False,
+                        log=lambda line: None)
+    store = Path(config.out)
+    truncated = sorted(store.glob("test-de-*.shards/shard-*.h5"))[1]
+    flipped = sorted(store.glob("test-en-*.shards/shard-*.h5"))[0]
+    with open(truncated, "r+b") as handle:
+        handle.truncate(truncated.stat().st_size // 2)
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 8] = bytes(255 - byte for byte in data[len(data) // 2 : len(data) // 2 + 8])
+    flipped.write_bytes(bytes(data))
+
+    def verify():
+        try:
+            main(["verify", "--store", str(store), "--quiet"])
+            code = 0
+        except SystemExit as done:
+            code = done.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err.strip().splitlines()
+
+    code, out, err = verify()
+    assert code == 1 and len(err) == 1 and err[0].startswith("xfuse: error: 2 of 2 parts of")
+    assert f"{truncated.name}: " in out and "truncated" in out and f"{flipped.name}: sha256 differs" in out
+    with pytest.raises(XfuseError, match=rf"{truncated.name}: damaged shard of test-de-.*\.h5: \d+ bytes, expected"):
+        FeatureStore(store).part("test", "de")
+
+    lines = []
+    first = extract(config, progress=False, log=lines.append)  # sizes only: redoes the truncated part
+    assert [part.status for part in first.parts] == ["cached", "repaired"]
+    assert any("damaged" in line and truncated.name in line for line in lines)
+    code, out, _ = verify()
+    assert code == 1 and truncated.name not in out and flipped.name in out
+    second = extract(dataclasses.replace(config, verify=True), progress=False, log=lambda line: None)
+    assert [part.status for part in second.parts] == ["repaired", "cached"]
+    code, out, _ = verify()
+    assert code == 0 and "\ndamaged " not in "\n" + out and out.count("ok ") == 2 and "all 2 parts intact" in out
+    assert second.parts[1].computed_pairs == 0 and first.parts[1].computed_pairs == 8  # only the damaged shard
+
+    repaired, expected = _contents(store), _contents(reference.store_dir)
+    assert sorted(repaired) == sorted(expected)
+    for name, (datasets, attrs) in expected.items():
+        for key, values in datasets.items():
+            np.testing.assert_array_equal(values, repaired[name][0][key], err_msg=f"{name}:{key}")
+
+
+def test_extraction_logs_and_stores_the_leakage_check(tiny_encoder, mini_pawsx, tmp_path):
+    lines = []
+    report = extract(tiny_config(tiny_encoder, mini_pawsx, tmp_path, split="train", out=str(tmp_path / "s")),
+                     progress=False, log=lines.append)
+    assert lines[0].startswith("leakage check of ") and "0 exact sentence overlaps" in lines[0]
+    assert "0 training pairs of an evaluated sentence's source family" in lines[0] and "dropped from training" in lines[0]
+    with h5py.File(report.parts[0].path) as handle:
+        leakage = json.loads(handle.attrs["leakage"])
+    assert leakage["same_family_pairs"] == 0 and leakage["policy"] == "drop" and len(leakage["per_file"]) == 6

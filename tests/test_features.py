@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from xfuse.errors import XfuseError
-from xfuse.features import FORMAT, FeaturePart, FeatureStore, shards_dir, write_part, write_shard, write_store_settings
+from xfuse.features import (FORMAT, FeaturePart, FeatureStore, part_problems, shards_dir, verify_store, write_part,
+                            write_shard, write_store_settings)
 
 
 @pytest.fixture
@@ -80,8 +81,58 @@ def test_store_finds_parts_and_ignores_temporary_files(part_path):
 def test_part_with_a_missing_shard_is_refused(part_path):
     target, _, _ = part_path
     (shards_dir(target) / "shard-1.h5").unlink()
-    with pytest.raises(XfuseError, match=r"1 shard file\(s\) missing \(test-de-000000000000\.shards/shard-1\.h5\)"):
+    with pytest.raises(XfuseError, match=r"test-de-000000000000\.shards/shard-1\.h5: damaged shard of "
+                                         r"test-de-000000000000\.h5: missing; run the same xfuse extract again"):
         FeaturePart(target)
+
+
+def test_part_records_each_shards_size_and_sha256(part_path):
+    import h5py
+
+    from xfuse.hashing import file_sha256
+
+    target, _, _ = part_path
+    with h5py.File(target) as handle:
+        names = [name.decode() for name in handle["shards/name"][:]]
+        assert names == ["test-de-000000000000.shards/shard-0.h5", "test-de-000000000000.shards/shard-1.h5"]
+        for name, size, digest in zip(names, handle["shards/bytes"][:], handle["shards/sha256"][:]):
+            assert size == (target.parent / name).stat().st_size
+            assert digest.decode() == file_sha256(target.parent / name)
+    assert part_problems(target, checksums=True) == []
+
+
+def test_a_truncated_shard_is_refused_in_one_line_naming_it(part_path):
+    target, _, _ = part_path
+    shard = shards_dir(target) / "shard-0.h5"
+    size = shard.stat().st_size
+    with open(shard, "r+b") as handle:
+        handle.truncate(size - 100)
+    assert part_problems(target) == [(shard, f"{size - 100} bytes, expected {size} (truncated or rewritten)")]
+    with pytest.raises(XfuseError) as caught:
+        FeaturePart(target)
+    assert "\n" not in str(caught.value) and str(shard) in str(caught.value) and "truncated" in str(caught.value)
+
+
+def test_flipped_bytes_are_found_by_the_checksum_only(part_path):
+    target, _, _ = part_path
+    shard = shards_dir(target) / "shard-1.h5"
+    data = bytearray(shard.read_bytes())
+    data[-40:-30] = bytes(255 - byte for byte in data[-40:-30])
+    shard.write_bytes(bytes(data))
+    assert part_problems(target) == []
+    assert part_problems(target, checksums=True) == [
+        (shard, "sha256 differs from the one recorded when it was written (contents changed)")]
+
+
+def test_verify_store_lists_every_part_and_unfinished_shards(part_path):
+    target, _, _ = part_path
+    write_store_settings(target.parent, {"fingerprint": "abc", "encoder": "tiny"})
+    unfinished = target.parent / "test-fr-111111111111.shards"
+    unfinished.mkdir()
+    results = verify_store(target.parent, progress=False)
+    assert results[0] == (target, [])
+    assert results[1][0] == target.parent / "test-fr-111111111111.h5"
+    assert results[1][1][0][1].startswith("incomplete")
 
 
 def test_store_can_be_moved(part_path, tmp_path):
@@ -97,7 +148,7 @@ def test_incomplete_or_foreign_files_are_refused(tmp_path):
 
     with h5py.File(tmp_path / "x.h5", "w") as handle:
         handle.attrs["format"] = FORMAT
-    with pytest.raises(XfuseError, match="not a complete xfuse-features/1 file"):
+    with pytest.raises(XfuseError, match="not a complete xfuse-features/2 file"):
         FeaturePart(tmp_path / "x.h5")
     (tmp_path / "y.h5").write_bytes(b"not hdf5")
     with pytest.raises(XfuseError, match="not a readable HDF5 features file"):

@@ -57,19 +57,47 @@ def cli():
 @click.option("--cache-dir", default=lambda: os.environ.get(CACHE_ENV, "cache"), show_default=f"${CACHE_ENV} or ./cache",
               help="Root of the caches: features/, encoders/, data/.")
 @click.option("--out", default=None, help="Store folder to use instead of the content-addressed one.")
+@click.option("--same-family", type=click.Choice(["drop", "keep"]), default="drop", show_default=True,
+              help="Training pairs with a sentence of an evaluated sentence's source family (word-set Jaccard >= 0.8): "
+                   "drop them from training, or keep them; either way they are counted and recorded.")
+@click.option("--verify", is_flag=True,
+              help="Check every existing shard's sha256, not only its size, and redo parts that fail.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def extract(split, langs, encoder, max_length, layers, dtype, batch_size, shard_size, device, prefix, data_dir,
-            cache_dir, out, quiet):
+            cache_dir, out, same_family, verify, quiet):
     """Cache every layer's token features of a frozen encoder over PAWS-X to HDF5."""
     from .extract import ExtractConfig, extract as run_extract
 
     config = ExtractConfig(encoder=encoder, split=split, languages=_comma_list(langs), max_length=max_length,
                            layers=layers, dtype=dtype, batch_size=batch_size, shard_size=shard_size, device=device,
-                           prefix=prefix, data_dir=data_dir, cache_dir=cache_dir, out=out)
+                           prefix=prefix, data_dir=data_dir, cache_dir=cache_dir, out=out, same_family=same_family,
+                           verify=verify)
     report = run_extract(config, progress=not quiet)
     done = (f"computed {report.computed_pairs} pairs at {report.computed_pairs / report.seconds:.1f} pairs/s"
             if report.computed_pairs else "every part was already extracted")
     click.echo(f"store {report.store_dir}: {len(report.parts)} parts, {report.total_bytes / 2**30:.2f} GiB; {done}")
+
+
+@cli.command()
+@click.option("--store", default=None, help="Features store folder [default: the only store under --cache-dir/features].")
+@click.option("--cache-dir", default=lambda: os.environ.get(CACHE_ENV, "cache"), show_default=f"${CACHE_ENV} or ./cache")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def verify(store, cache_dir, quiet):
+    """Check every shard of a features store against its recorded size and sha256; ok or damaged, per part."""
+    from .features import find_store, verify_store
+
+    store_dir = Path(store) if store else find_store(cache_dir)
+    results = verify_store(store_dir, progress=not quiet)
+    for part_path, problems in results:
+        if not problems:
+            click.echo(f"ok       {part_path.name}")
+        for path, what in problems:
+            click.echo(f"damaged  {part_path.name}: {path.name}: {what}")
+    damaged = sum(1 for _, problems in results if problems)
+    if damaged:
+        raise XfuseError(f"{damaged} of {len(results)} parts of {store_dir} damaged; run the xfuse extract that made "
+                         "the store again with --verify to redo them")
+    click.echo(f"{store_dir}: all {len(results)} parts intact")
 
 
 @cli.command("train-heads")

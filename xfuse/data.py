@@ -5,16 +5,24 @@ Layout of a data directory (the unpacked official archive)::
     <lang>/train.tsv  <lang>/translated_train.tsv  <lang>/dev_2k.tsv  <lang>/test_2k.tsv
 
 Each file has the header ``id  sentence1  sentence2  label``, tab-separated,
-UTF-8, no quoting. Ids are opaque strings. Rows whose sentence is the literal
-``NS`` (not translated) and rows labelled ``-1`` or left empty are dropped and
-counted; anything else that is not a 0/1 label, a row without exactly four
-fields, or bytes that are not UTF-8 stop with an error naming file and line.
+UTF-8, no quoting; a leading byte-order mark (as spreadsheet tools write) and
+CRLF line endings are accepted. Ids are opaque strings. Rows whose sentence is
+the literal ``NS`` (not translated), rows with an empty or whitespace-only
+sentence (nothing to encode: dropped and counted like ``NS``, since PAWS-X's
+own files mark an untranslated sentence that way too) and rows labelled
+``-1`` or left empty are dropped and counted, in that order of precedence;
+anything else that is not a 0/1 label, a row without exactly four fields,
+bytes that are not UTF-8, or a file without a header stop with an error naming
+file and line.
 
 The zero-shot protocol: train on ``en/train.tsv``; select and calibrate on
 ``en/dev_2k.tsv``; evaluate on ``test_2k.tsv`` of all seven languages. The dev
 sets of the other languages are read too, for per-language oracle
 temperatures, which are reported apart from the zero-shot numbers.
-``translated_train.tsv`` is never read. No evaluated id may be a training id.
+``translated_train.tsv`` is never read. No evaluated id may be a training id,
+and no training sentence may equal an evaluated one; training pairs from the
+source family of an evaluated sentence are dropped (or kept, if asked) and
+counted (:mod:`xfuse.leakage`).
 
 Usage::
 
@@ -23,6 +31,7 @@ Usage::
         print(pairs.split, pairs.lang, len(pairs), pairs.dropped_not_translated)
 """
 
+import dataclasses
 import os
 import shutil
 import tarfile
@@ -37,7 +46,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import XfuseError
-from .hashing import file_sha256
+from .hashing import config_fingerprint, file_sha256
+from .leakage import FAMILY_THRESHOLD, leakage_report
 
 LANGUAGES = ("en", "de", "es", "fr", "ja", "ko", "zh")
 TRAIN_LANGUAGE = "en"
@@ -46,6 +56,8 @@ SPLIT_FILES = {"train": "train.tsv", "dev": "dev_2k.tsv", "test": "test_2k.tsv"}
 HEADER = ("id", "sentence1", "sentence2", "label")
 NOT_TRANSLATED = "NS"
 UNLABELLED = ("-1", "")
+BYTE_ORDER_MARK = "\ufeff"
+SAME_FAMILY_POLICIES = ("drop", "keep")
 PAWSX_URL = "https://storage.googleapis.com/paws/pawsx/x-final.tar.gz"
 DATA_DIR_ENV = "XFUSE_DATA_DIR"
 
@@ -64,9 +76,29 @@ class PairSet:
     labels: np.ndarray  # (N,) int8, 0 or 1
     dropped_not_translated: int
     dropped_unlabelled: int
+    lines: tuple = ()  # line number in the file of each kept row
+    dropped_empty: int = 0
+    leakage: Optional[dict] = None  # training file only: the content-level leakage check (xfuse.leakage)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def content_sha256(self) -> str:
+        """Fingerprint of the kept rows (ids, sentences, labels), so a part changes when its rows do."""
+        return config_fingerprint({"ids": list(self.ids), "sentence1": list(self.sentence1),
+                                   "sentence2": list(self.sentence2), "labels": self.labels.tolist()})
+
+    def without(self, positions: Sequence[int], leakage: dict) -> "PairSet":
+        """The same file less the rows at ``positions``, with the leakage check that chose them."""
+        drop = set(positions)
+        keep = [i for i in range(len(self)) if i not in drop]
+        if not keep:
+            raise XfuseError(f"{self.path}: every training pair shares a source family with an evaluated sentence")
+        return dataclasses.replace(
+            self, ids=tuple(self.ids[i] for i in keep), sentence1=tuple(self.sentence1[i] for i in keep),
+            sentence2=tuple(self.sentence2[i] for i in keep), labels=self.labels[keep],
+            lines=tuple(self.lines[i] for i in keep), leakage=leakage)
 
     @property
     def name(self) -> str:
@@ -82,11 +114,17 @@ def read_pairs(path: Path, split: str, lang: str) -> PairSet:
         raise XfuseError(f"PAWS-X file not found: {path}") from None
     if raw_lines and raw_lines[-1] == b"":
         raw_lines.pop()
-    ids, first, second, labels = [], [], [], []
+    if not any(line.strip() for line in raw_lines):
+        raise XfuseError(f"{path}: the file is empty (no header); expected the header {' '.join(HEADER)!r} "
+                         "and tab-separated rows")
+    ids, first, second, labels, lines = [], [], [], [], []
     seen_ids = {}
-    dropped_not_translated = dropped_unlabelled = 0
+    dropped_not_translated = dropped_unlabelled = dropped_empty = 0
     for number, raw in enumerate(raw_lines, start=1):
-        fields = _decode_line(path, number, raw).split("\t")
+        line = _decode_line(path, number, raw)
+        if number == 1:
+            line = line.removeprefix(BYTE_ORDER_MARK)
+        fields = line.split("\t")
         if number == 1:
             if tuple(fields) != HEADER:
                 raise XfuseError(
@@ -112,6 +150,9 @@ def read_pairs(path: Path, split: str, lang: str) -> PairSet:
         if NOT_TRANSLATED in (sentence1, sentence2):
             dropped_not_translated += 1
             continue
+        if not sentence1.strip() or not sentence2.strip():
+            dropped_empty += 1
+            continue
         if label in UNLABELLED:
             dropped_unlabelled += 1
             continue
@@ -119,8 +160,9 @@ def read_pairs(path: Path, split: str, lang: str) -> PairSet:
         first.append(sentence1)
         second.append(sentence2)
         labels.append(int(label))
+        lines.append(number)
     if not ids:
-        raise XfuseError(f"{path}: no labelled pairs left after dropping NS and -1 rows")
+        raise XfuseError(f"{path}: no labelled pairs left after dropping NS, empty-sentence and -1 rows")
     return PairSet(
         split=split,
         lang=lang,
@@ -132,6 +174,8 @@ def read_pairs(path: Path, split: str, lang: str) -> PairSet:
         labels=np.asarray(labels, dtype=np.int8),
         dropped_not_translated=dropped_not_translated,
         dropped_unlabelled=dropped_unlabelled,
+        lines=tuple(lines),
+        dropped_empty=dropped_empty,
     )
 
 
@@ -178,13 +222,20 @@ def split_path(data_dir: Path, split: str, lang: str) -> Path:
     return Path(data_dir) / lang / SPLIT_FILES[split]
 
 
-def load_protocol(data_dir: Path, split: str, languages: Sequence[str]) -> list:
+def load_protocol(data_dir: Path, split: str, languages: Sequence[str], same_family: str = "drop",
+                  threshold: float = FAMILY_THRESHOLD) -> list:
     """Read every file ``split`` covers, after checking that all exist.
 
-    Whenever ``en/train.tsv`` exists, its ids are checked against the ids of
-    every evaluated file read here, so that training never sees an evaluated
-    pair or a translation of one.
+    Whenever ``en/train.tsv`` exists, it is checked against every dev and test
+    file present in ``data_dir`` (all languages, whatever ``split`` and
+    ``languages`` ask, so the training part never depends on them): an evaluated
+    id that is a training id, or a training sentence equal to an evaluated one,
+    is an error; training pairs of an evaluated sentence's source family are
+    dropped (``same_family="drop"``) or kept (``"keep"``), and either way the
+    training ``PairSet`` carries the check's report in ``leakage``.
     """
+    if same_family not in SAME_FAMILY_POLICIES:
+        raise XfuseError(f"--same-family: expected drop or keep, got {same_family!r}")
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise XfuseError(
@@ -200,13 +251,18 @@ def load_protocol(data_dir: Path, split: str, languages: Sequence[str]) -> list:
         if ("train", TRAIN_LANGUAGE) in parts and not split_path(data_dir, "train", TRAIN_LANGUAGE).is_file():
             hint = " (the zero-shot protocol trains on en/train.tsv; --split dev or --split test extract without it)"
         raise XfuseError(f"missing PAWS-X file: {names}{more}{hint}")
-    pair_sets = [read_pairs(split_path(data_dir, s, lang), s, lang) for s, lang in parts]
+    read = {(s, lang): read_pairs(split_path(data_dir, s, lang), s, lang) for s, lang in parts}
     train_path = split_path(data_dir, "train", TRAIN_LANGUAGE)
-    evaluated = [pairs for pairs in pair_sets if pairs.split != "train"]
-    if evaluated and train_path.is_file():
-        train = next((p for p in pair_sets if p.split == "train"), None)
-        check_no_leakage(train.ids if train else _read_ids(train_path), train_path, evaluated)
-    return pair_sets
+    if train_path.is_file():
+        train = read.get(("train", TRAIN_LANGUAGE)) or read_pairs(train_path, "train", TRAIN_LANGUAGE)
+        evaluated = [read.get((s, lang)) or read_pairs(split_path(data_dir, s, lang), s, lang)
+                     for s in ("dev", "test") for lang in LANGUAGES if split_path(data_dir, s, lang).is_file()]
+        check_no_leakage(train.ids, train_path, evaluated)
+        report = leakage_report(train, evaluated, threshold) | {"policy": same_family}
+        if ("train", TRAIN_LANGUAGE) in read:
+            read["train", TRAIN_LANGUAGE] = (train.without(report["flagged_positions"], report)
+                                            if same_family == "drop" else dataclasses.replace(train, leakage=report))
+    return [read[part] for part in parts]
 
 
 def _read_ids(path: Path) -> tuple:

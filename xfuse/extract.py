@@ -5,8 +5,19 @@ that changes the features (encoder and its revision or weight hash, tokenizer,
 max length, prefix, stored dtype, compute dtype, layers, the file format), so
 another encoder or max length never reuses it, and running the same
 extraction again finds every part complete and does nothing. Each PAWS-X file
-becomes one part file, named by its split, language and data hash (layout in
-:mod:`xfuse.features`).
+becomes one part file, named by its split, language and a hash of its kept
+rows (layout in :mod:`xfuse.features`).
+
+Before anything is encoded, the training file is checked against every
+evaluated file by content (:mod:`xfuse.leakage`): a shared sentence stops the
+run; training pairs from an evaluated sentence's source family are dropped
+(``same_family="drop"``, the default) or kept (``"keep"``), and the count per
+evaluated file is logged and stored in the training part.
+
+A part is complete only while every shard has the size recorded when it was
+written; a part that fails this (or, with ``verify=True``, its shards'
+sha256) is redone: its damaged shards are computed again and the part file
+rewritten, so the store ends equal to an undamaged one.
 
 Work is resumable and atomic. A part is computed in shards of ``shard_size``
 pairs in file order; each shard is written to a temporary file and renamed
@@ -41,11 +52,11 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
-from .data import LANGUAGES, PairSet, load_protocol, protocol_parts, resolve_data_dir
+from .data import LANGUAGES, SAME_FAMILY_POLICIES, PairSet, load_protocol, protocol_parts, resolve_data_dir
 from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
 from .errors import XfuseError
-from .features import (FORMAT, FeaturePart, part_bytes, read_shard_attrs, shards_dir, write_part, write_shard,
-                       write_store_settings)
+from .features import (FORMAT, FeaturePart, part_bytes, part_problems, read_shard_attrs, shard_record, shards_dir,
+                       write_part, write_shard, write_store_settings)
 from .hashing import config_fingerprint
 from .layers import parse_layers
 
@@ -69,9 +80,13 @@ class ExtractConfig:
     data_dir: Optional[str] = None
     cache_dir: str = "cache"
     out: Optional[str] = None
+    same_family: str = "drop"
+    verify: bool = False
 
     def validate(self) -> None:
         protocol_parts(self.split, self.languages)
+        if self.same_family not in SAME_FAMILY_POLICIES:
+            raise XfuseError(f"--same-family: expected drop or keep, got {self.same_family!r}")
         if self.dtype not in DTYPES:
             raise XfuseError(f"--dtype: expected float16 or float32, got {self.dtype!r}")
         for option, value, least in (("--max-length", self.max_length, 8), ("--batch-size", self.batch_size, 1),
@@ -86,8 +101,9 @@ class PartReport:
     path: Path
     pairs: int
     dropped_not_translated: int
+    dropped_empty: int
     dropped_unlabelled: int
-    status: str  # "extracted", "resumed" or "cached"
+    status: str  # "extracted", "resumed", "repaired" or "cached"
     computed_pairs: int
     seconds: float
     bytes: int
@@ -121,7 +137,10 @@ def extract(config: ExtractConfig, progress: bool = True, log: Callable[[str], N
     config.validate()
     cache_dir = Path(config.cache_dir)
     data_dir = resolve_data_dir(config.data_dir, cache_dir)
-    pair_sets = load_protocol(data_dir, config.split, config.languages)
+    pair_sets = load_protocol(data_dir, config.split, config.languages, same_family=config.same_family)
+    for pairs in pair_sets:
+        if pairs.leakage is not None:
+            log(leakage_line(pairs.leakage))
     encoder = load_encoder(config.encoder, config.device, cache_dir)
     settings = store_settings(config, encoder)
     store_dir = Path(config.out) if config.out else cache_dir / "features" / f"{_slug(config.encoder)}-{settings['fingerprint'][:16]}"
@@ -130,15 +149,26 @@ def extract(config: ExtractConfig, progress: bool = True, log: Callable[[str], N
                                               "layers": settings["layers"], "store_dir": str(store_dir)}
     reports = []
     for pairs in pair_sets:
-        reports.append(_extract_part(encoder, pairs, store_dir, settings, resolved, config, progress))
+        reports.append(_extract_part(encoder, pairs, store_dir, settings, resolved, config, progress, log))
         report = reports[-1]
-        dropped = f"dropped {report.dropped_not_translated} NS, {report.dropped_unlabelled} unlabelled"
+        dropped = (f"dropped {report.dropped_not_translated} NS, {report.dropped_empty} empty, "
+                   f"{report.dropped_unlabelled} unlabelled")
         if report.status == "cached":
             log(f"{report.name}: already extracted, nothing to do ({report.pairs} pairs, {dropped}) {report.path}")
         else:
             log(f"{report.name}: {report.status} {report.pairs} pairs ({dropped}), "
                 f"{report.pairs_per_second:.1f} pairs/s, {report.bytes / 2**20:.1f} MiB")
     return ExtractReport(store_dir=store_dir, settings=settings, parts=tuple(reports))
+
+
+def leakage_line(leakage: dict) -> str:
+    """One log line of the content-level leakage check of the training file."""
+    per_file = ", ".join(f"{entry['lang']}/{entry['split']} {entry['pairs']}" for entry in leakage["per_file"].values()
+                         if entry["pairs"])
+    action = "dropped from training" if leakage["policy"] == "drop" else "kept in training (--same-family keep)"
+    return (f"leakage check of {leakage['train_file']}: {leakage['exact_overlaps']} exact sentence overlaps with the "
+            f"evaluated files; {leakage['same_family_pairs']} training pairs of an evaluated sentence's source family "
+            f"(word-set Jaccard >= {leakage['threshold']}){' (' + per_file + ')' if per_file else ''}, {action}")
 
 
 def store_settings(config: ExtractConfig, encoder: Encoder) -> dict:
@@ -159,19 +189,25 @@ def _slug(name: str) -> str:
 
 
 def part_stem(pairs: PairSet) -> str:
-    return f"{pairs.split}-{pairs.lang}-{pairs.sha256[:12]}"
+    """``<split>-<lang>-<hash of the kept rows>``: a part changes name when its rows change."""
+    return f"{pairs.split}-{pairs.lang}-{pairs.content_sha256[:12]}"
 
 
 def _extract_part(encoder: Encoder, pairs: PairSet, store_dir: Path, settings: dict, resolved: dict,
-                  config: ExtractConfig, progress: bool) -> PartReport:
+                  config: ExtractConfig, progress: bool, log: Callable[[str], None]) -> PartReport:
     target = store_dir / f"{part_stem(pairs)}.h5"
-    report = dict(name=pairs.name, path=target, pairs=len(pairs),
-                  dropped_not_translated=pairs.dropped_not_translated, dropped_unlabelled=pairs.dropped_unlabelled)
+    report = dict(name=pairs.name, path=target, pairs=len(pairs), dropped_not_translated=pairs.dropped_not_translated,
+                  dropped_empty=pairs.dropped_empty, dropped_unlabelled=pairs.dropped_unlabelled)
+    repaired = False
     if target.is_file():
-        with FeaturePart(target) as existing:  # refuses an incomplete file or missing shards
-            if existing.attrs.get("settings_fingerprint") != settings["fingerprint"]:
-                raise XfuseError(f"{target} was made with other settings than {store_dir / 'store.json'}; remove it")
-        return PartReport(**report, status="cached", computed_pairs=0, seconds=0.0, bytes=part_bytes(target))
+        problems = part_problems(target, checksums=config.verify)
+        if not problems:
+            with FeaturePart(target) as existing:
+                if existing.attrs.get("settings_fingerprint") != settings["fingerprint"]:
+                    raise XfuseError(f"{target} was made with other settings than {store_dir / 'store.json'}; remove it")
+            return PartReport(**report, status="cached", computed_pairs=0, seconds=0.0, bytes=part_bytes(target))
+        _discard_damaged(target, problems, log)
+        repaired = True
     shards = shards_dir(target)
     shards.mkdir(parents=True, exist_ok=True)
     with _exclusive(shards / "lock", target):
@@ -190,21 +226,36 @@ def _extract_part(encoder: Encoder, pairs: PairSet, store_dir: Path, settings: d
         todo = [(path, attrs) for path, attrs, ok in zip(shard_paths, expected, done) if not ok]
         with tqdm(total=len(pairs), initial=resumed_pairs, unit="pair", desc=pairs.name, disable=not progress,
                   dynamic_ncols=True) as bar:
-            _compute_shards(encoder, tokens, lengths, offsets, todo, settings, config, bar)
+            records = _compute_shards(encoder, tokens, lengths, offsets, todo, settings, config, bar)
         metadata = {"id": list(pairs.ids), "label": pairs.labels, "offset": offsets,
                     "second_start": tokens["second_start"],
                     "input_ids": np.concatenate([np.asarray(ids, dtype=np.int32) for ids in tokens["input_ids"]])}
         attrs = {key: value for key, value in settings.items() if key != "fingerprint"}
         attrs.update(settings_fingerprint=settings["fingerprint"], data_file=str(pairs.path), data_sha256=pairs.sha256,
                      split=pairs.split, lang=pairs.lang, dropped_not_translated=pairs.dropped_not_translated,
-                     dropped_unlabelled=pairs.dropped_unlabelled, xfuse_version=__version__,
-                     extract_config=json.dumps(resolved, sort_keys=True))
-        write_part(target, shard_paths, [attrs["num_tokens"] for attrs in expected], metadata, attrs)
+                     dropped_empty=pairs.dropped_empty, dropped_unlabelled=pairs.dropped_unlabelled,
+                     xfuse_version=__version__, extract_config=json.dumps(resolved, sort_keys=True))
+        if pairs.leakage is not None:
+            attrs["leakage"] = json.dumps({key: value for key, value in pairs.leakage.items()
+                                           if key != "flagged_positions"}, sort_keys=True)
+        write_part(target, shard_paths, [attrs["num_tokens"] for attrs in expected], metadata, attrs, records)
         seconds = time.perf_counter() - started
     (shards / "lock").unlink(missing_ok=True)
-    status = "resumed" if resumed_pairs else "extracted"
+    status = "repaired" if repaired else "resumed" if resumed_pairs else "extracted"
     return PartReport(**report, status=status, computed_pairs=len(pairs) - resumed_pairs, seconds=seconds,
                       bytes=part_bytes(target))
+
+
+def _discard_damaged(target: Path, problems: list, log: Callable[[str], None]) -> None:
+    """Remove a damaged part file and its damaged shards (all of them when the part file itself is damaged)."""
+    log(f"{target}: damaged ({problems[0][0].name}: {problems[0][1]}"
+        f"{f'; {len(problems) - 1} more' if len(problems) > 1 else ''}); redoing it")
+    if any(path == target for path, _ in problems):
+        for shard in shards_dir(target).glob("shard-*.h5"):
+            shard.unlink()
+    for path, _ in problems:
+        path.unlink(missing_ok=True)
+    target.unlink(missing_ok=True)
 
 
 def _shard_attrs(settings: dict, pairs: PairSet, index: int, shard_size: int, offsets: np.ndarray) -> dict:
@@ -234,8 +285,8 @@ def collate(tokens: dict, batch: list, pad_id: int, width: Optional[int] = None)
 
 
 def _compute_shards(encoder: Encoder, tokens: dict, lengths: np.ndarray, offsets: np.ndarray, todo: list,
-                    settings: dict, config: ExtractConfig, bar) -> None:
-    """Compute and write the shards in ``todo`` ((path, attrs) pairs), in order.
+                    settings: dict, config: ExtractConfig, bar) -> dict:
+    """Compute and write the shards in ``todo`` ((path, attrs) pairs), in order; returns their size and sha256.
 
     Writing overlaps computing: a background thread writes shard k (h5py
     releases the GIL while HDF5 writes) while the encoder computes shard k+1.
@@ -248,13 +299,14 @@ def _compute_shards(encoder: Encoder, tokens: dict, lengths: np.ndarray, offsets
     their rows in file order.
     """
     if not todo:
-        return
+        return {}
     _, torch_dtype = DTYPES[settings["dtype"]]
     layers = settings["layers"]
     most_tokens = max(attrs["num_tokens"] for _, attrs in todo)
     buffers = [torch.empty((len(layers), most_tokens, encoder.hidden_size), dtype=torch_dtype)
                for _ in range(min(2, len(todo)))]
     writes: list = [None] * len(buffers)
+    records = {}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xfuse-shard-writer") as writer:
         for index, (path, attrs) in enumerate(todo):
             turn = index % len(buffers)
@@ -271,10 +323,16 @@ def _compute_shards(encoder: Encoder, tokens: dict, lengths: np.ndarray, offsets
                     for position, state in enumerate(stored):
                         rows[position, start:stop].copy_(state[row, : stop - start])
                 bar.update(len(batch))
-            writes[turn] = writer.submit(write_shard, path, rows.numpy(), layers, attrs)
+            writes[turn] = writer.submit(_write_and_record, path, rows.numpy(), layers, attrs, records)
         for write in writes:
             if write is not None:
                 write.result()
+    return records
+
+
+def _write_and_record(path: Path, rows: np.ndarray, layers: list, attrs: dict, records: dict) -> None:
+    write_shard(path, rows, layers, attrs)
+    records[path] = shard_record(path)  # read back while the file is still in the page cache
 
 
 @contextmanager

@@ -24,13 +24,24 @@ of all pairs are concatenated, pair ``i`` owning rows ``offset[i]:offset[i+1]``:
     /pairs/label         (N,) int8, 0 or 1
     /pairs/offset        (N + 1,) int64 token offsets
     /pairs/second_start  (N,) int32, position in the pair of the second sentence's first token
+    /shards/name         (S,) utf-8, each shard's path relative to the part file
+    /shards/bytes        (S,) int64, its size when written
+    /shards/sha256       (S,) ascii, its sha256 when written
+
+Opening a part checks that every shard exists with its recorded size (cheap,
+and ``xfuse extract`` does it before calling a part complete, redoing a part
+that fails it); ``xfuse verify`` also checks every shard's sha256, and
+``xfuse extract --verify`` redoes a part that fails that.
 
 File attributes: ``format``, ``encoder``, ``encoder_revision`` (hub commit or
 sha256 of the weights), ``tokenizer``, ``tokenizer_sha256``, ``max_length``,
 ``prefix``, ``dtype``, ``compute_dtype``, ``layers``, ``num_hidden_layers``,
 ``hidden_size``, ``settings_fingerprint``, ``data_file``, ``data_sha256``,
 ``split``, ``lang``, ``num_pairs``, ``num_tokens``, ``dropped_not_translated``,
-``dropped_unlabelled``, ``xfuse_version``, ``complete``.
+``dropped_empty``, ``dropped_unlabelled``, ``xfuse_version``, ``complete``; the
+training part also ``leakage`` (JSON: the content-level check of
+:mod:`xfuse.leakage`, its policy, per evaluated file the same-family count,
+and the ids of the flagged training pairs).
 
 Usage::
 
@@ -48,11 +59,13 @@ from typing import Iterable, Optional, Sequence
 
 import h5py
 import numpy as np
+from tqdm import tqdm
 
 from .errors import XfuseError
+from .hashing import file_sha256
 from .layers import resolve_layers
 
-FORMAT = "xfuse-features/1"
+FORMAT = "xfuse-features/2"
 STORE_FILE = "store.json"
 SHARDS_SUFFIX = ".shards"
 
@@ -95,12 +108,13 @@ class FeaturePart:
         if self.attrs.get("format") != FORMAT or not self.attrs.get("complete"):
             self._file.close()
             raise XfuseError(f"{self.path}: not a complete {FORMAT} file")
-        missing = sorted({source.file_name for dataset in self._file["layers"].values() if dataset.is_virtual
-                          for source in dataset.virtual_sources()
-                          if not (self.path.parent / source.file_name).is_file()})
-        if missing:
+        damaged = _shard_problems(self.path, self._file, checksums=False)
+        if damaged:
             self._file.close()
-            raise XfuseError(f"{self.path}: {len(missing)} shard file(s) missing ({missing[0]}); remove the part and extract again")
+            shard, what = damaged[0]
+            more = f" (and {len(damaged) - 1} more shard(s))" if len(damaged) > 1 else ""
+            raise XfuseError(f"{shard}: damaged shard of {self.path.name}: {what}{more}; "
+                             "run the same xfuse extract again to redo the part")
         pairs = self._file["pairs"]
         self.offsets = pairs["offset"][:]
         self.labels = pairs["label"][:]
@@ -138,7 +152,14 @@ class FeaturePart:
     def read_tokens(self, layer: int, start: int, stop: int) -> np.ndarray:
         """The unpadded token rows (num_tokens, E) of pairs ``start:stop`` for one layer."""
         (layer,) = self.resolve([layer])
-        return self._file["layers"][str(layer)][self.offsets[start] : self.offsets[stop]]
+        return self._rows(layer, self.offsets[start], self.offsets[stop])
+
+    def _rows(self, layer: int, first_row: int, stop_row: int) -> np.ndarray:
+        try:
+            return self._file["layers"][str(layer)][first_row:stop_row]
+        except OSError as error:
+            raise XfuseError(f"{self.path}: reading layer {layer} failed ({error}); "
+                             "the store may be damaged: run xfuse verify") from None
 
     def read(self, layers: Sequence[int], pairs: Optional[Iterable[int]] = None) -> PairBatch:
         """Padded features of ``pairs`` (all when None) for ``layers``, in the order given.
@@ -159,7 +180,7 @@ class FeaturePart:
             dataset = self._file["layers"][str(layer)]
             padded = np.zeros((index.size, width, dataset.shape[1]), dtype=dataset.dtype)
             for first, last, positions in runs:
-                rows = dataset[self.offsets[first] : self.offsets[last + 1]]
+                rows = self._rows(layer, self.offsets[first], self.offsets[last + 1])
                 cursor = 0
                 for position in order[positions]:
                     length = lengths[position]
@@ -277,11 +298,21 @@ def read_shard_attrs(path: Path) -> Optional[dict]:
         return None
 
 
-def write_part(target: Path, shard_paths: Sequence[Path], shard_tokens: Sequence[int], pairs: dict, attrs: dict) -> None:
+def shard_record(path: Path) -> dict:
+    """A shard file's size and sha256, as a part file records them."""
+    return {"bytes": Path(path).stat().st_size, "sha256": file_sha256(path)}
+
+
+def write_part(target: Path, shard_paths: Sequence[Path], shard_tokens: Sequence[int], pairs: dict, attrs: dict,
+               shard_records: Optional[dict] = None) -> None:
     """Write the part file over its shards (virtual datasets), as ``*.tmp`` then renamed.
 
     Shard paths are stored relative to the part file, so a store can be moved.
+    Each shard's size and sha256 are recorded: taken from ``shard_records``
+    (path -> ``shard_record``) where given, else computed from the file.
     """
+    shard_records = shard_records or {}
+    records = [shard_records.get(path) or shard_record(path) for path in shard_paths]
     layers = [int(layer) for layer in attrs["layers"]]
     offsets = pairs["offset"]
     num_tokens = int(offsets[-1])
@@ -308,8 +339,63 @@ def write_part(target: Path, shard_paths: Sequence[Path], shard_tokens: Sequence
         handle.create_dataset("pairs/label", data=pairs["label"].astype(np.int8))
         handle.create_dataset("pairs/offset", data=offsets.astype(np.int64))
         handle.create_dataset("pairs/second_start", data=np.asarray(pairs["second_start"], dtype=np.int32))
+        names = [str(path.relative_to(target.parent)) for path in shard_paths]
+        handle.create_dataset("shards/name", data=np.asarray(names, dtype=object), dtype=string)
+        handle.create_dataset("shards/bytes", data=np.asarray([r["bytes"] for r in records], dtype=np.int64))
+        handle.create_dataset("shards/sha256", data=np.asarray([r["sha256"].encode("ascii") for r in records]))
         handle.attrs.update({**attrs, "num_pairs": count, "num_tokens": num_tokens, "complete": True})
     os.replace(temporary, target)
+
+
+def part_problems(part_path: Path, checksums: bool = False) -> list:
+    """What is wrong with a part and its shards: ``(path, what)`` pairs, empty when intact.
+
+    Sizes are always compared with the recorded ones; with ``checksums`` the
+    sha256 of every shard too (this reads every byte). A part file that cannot
+    be read, or is incomplete, is one problem whose path is the part file.
+    """
+    part_path = Path(part_path)
+    try:
+        with h5py.File(part_path, "r") as handle:
+            if _plain(handle.attrs.get("format")) != FORMAT or not handle.attrs.get("complete"):
+                return [(part_path, f"not a complete {FORMAT} file")]
+            return _shard_problems(part_path, handle, checksums)
+    except (OSError, KeyError) as error:
+        return [(part_path, f"part file unreadable ({error})")]
+
+
+def _shard_problems(part_path: Path, handle, checksums: bool) -> list:
+    if "shards" not in handle:
+        return [(part_path, "no shard records (written by an older xfuse)")]
+    records = handle["shards"]
+    problems = []
+    for name, size, digest in zip(records["name"][:], records["bytes"][:], records["sha256"][:]):
+        shard = part_path.parent / _plain(name)
+        if not shard.is_file():
+            problems.append((shard, "missing"))
+        elif shard.stat().st_size != int(size):
+            problems.append((shard, f"{shard.stat().st_size} bytes, expected {int(size)} (truncated or rewritten)"))
+        elif checksums and file_sha256(shard) != _plain(digest):
+            problems.append((shard, "sha256 differs from the one recorded when it was written (contents changed)"))
+    return problems
+
+
+def verify_store(store_dir: Path, progress: bool = True) -> list:
+    """Every part of a store with its problems (``part_problems`` with checksums): ``(part_path, problems)``.
+
+    A shards folder without its part file (an extraction that has not
+    finished) is listed with the problem "incomplete".
+    """
+    store = FeatureStore(store_dir)
+    parts = store.part_paths()
+    results = []
+    for part_path in tqdm(parts, desc="verify", unit="part", disable=not progress, dynamic_ncols=True):
+        results.append((part_path, part_problems(part_path, checksums=True)))
+    for folder in sorted(store.store_dir.glob(f"*{SHARDS_SUFFIX}")):
+        part_path = folder.with_name(folder.name.removesuffix(SHARDS_SUFFIX) + ".h5")
+        if not part_path.is_file():
+            results.append((part_path, [(folder, "incomplete: shards without a part file (extraction not finished)")]))
+    return results
 
 
 def part_bytes(part_path: Path) -> int:

@@ -266,11 +266,14 @@ def provenance(plan: dict, plan_path: Path, runs: list) -> dict:
     from .features import FeaturePart, FeatureStore
 
     store = FeatureStore(Path(plan["store"]))
-    files = []
+    files, leakage = [], None
     for path in store.part_paths():
         with FeaturePart(path) as part:
             files.append({key: part.attrs[key] for key in ("split", "lang", "num_pairs", "dropped_not_translated",
-                                                           "dropped_unlabelled")} | {"file": Path(part.attrs["data_file"]).name})
+                                                           "dropped_empty", "dropped_unlabelled")}
+                         | {"file": Path(part.attrs["data_file"]).name})
+            if "leakage" in part.attrs:
+                leakage = json.loads(part.attrs["leakage"])
     order = {"train": 0, "dev": 1, "test": 2}
     files.sort(key=lambda f: (order[f["split"]], f["lang"]))
     seconds = {}
@@ -283,6 +286,7 @@ def provenance(plan: dict, plan_path: Path, runs: list) -> dict:
         "store": {key: store.settings.get(key) for key in ("encoder", "encoder_revision", "tokenizer_sha256",
                                                            "fingerprint", "prefix", "max_length", "dtype")},
         "files": files,
+        "leakage": leakage,
         "task_seconds": {head: {"runs": len(values), "mean": float(np.mean(values)), "total": float(np.sum(values))}
                          for head, values in sorted(seconds.items())},
         "timings": json.loads(timings_path.read_text()) if timings_path.is_file() else {},
@@ -523,9 +527,18 @@ def render_provenance(facts: dict) -> list:
              f"Features store: encoder `{store['encoder']}` revision `{store['encoder_revision']}`, prefix "
              f"{store['prefix']!r}, max length {store['max_length']}, {store['dtype']}, fingerprint "
              f"`{store['fingerprint'][:16]}`.", "", "Data, per PAWS-X file (rows kept and dropped):", ""]
-    lines += _table(["file", "pairs kept", "NS dropped", "-1 dropped"],
-                    [[f"{f['lang']}/{f['file']}", f["num_pairs"], f["dropped_not_translated"], f["dropped_unlabelled"]]
-                     for f in facts["files"]])
+    lines += _table(["file", "pairs kept", "NS dropped", "empty dropped", "-1 dropped"],
+                    [[f"{f['lang']}/{f['file']}", f["num_pairs"], f["dropped_not_translated"], f["dropped_empty"],
+                      f["dropped_unlabelled"]] for f in facts["files"]])
+    leakage = facts.get("leakage")
+    if leakage:
+        action = "dropped from training" if leakage["policy"] == "drop" else "kept in training"
+        lines += [f"Leakage check of the training file against every evaluated file, by content: "
+                  f"{leakage['exact_overlaps']} exact sentence overlaps; {leakage['same_family_pairs']} training pairs "
+                  f"of an evaluated sentence's source family ({leakage['measure']} >= {leakage['threshold']}), "
+                  f"{action}. Per evaluated file:", ""]
+        lines += _table(["evaluated file", "same-family training pairs"],
+                        [[f"{entry['lang']}/{entry['split']}", entry["pairs"]] for entry in leakage["per_file"].values()])
     lines += ["Time of each train-heads task (reading features, training, evaluating), as measured by the task:", ""]
     lines += _table(["head", "tasks", "mean s", "total s"],
                     [[head, t["runs"], f"{t['mean']:.1f}", f"{t['total']:.0f}"] for head, t in facts["task_seconds"].items()])
