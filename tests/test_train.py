@@ -68,3 +68,34 @@ def test_layers_missing_from_the_cache_are_refused(tiny_encoder, mini_pawsx, tmp
     store = extract(config, progress=False, log=lambda line: None).store_dir
     with pytest.raises(XfuseError, match=r"--layers: layer\(s\) 1 not in the cache .* \(stored: 2\)"):
         run(store, tmp_path, layers="1,2")
+
+
+@pytest.fixture(scope="module")
+def store_of_260_pairs(tiny_encoder, pawsx_dir, tmp_path_factory):
+    from tiny import write_subset
+
+    root = tmp_path_factory.mktemp("bigger")
+    data = write_subset(pawsx_dir, root / "data", {"en/train.tsv": 260, "en/dev_2k.tsv": 40, "en/test_2k.tsv": 40,
+                                                   "de/dev_2k.tsv": 40, "de/test_2k.tsv": 40})
+    config = ExtractConfig(encoder=str(tiny_encoder), data_dir=str(data), cache_dir=str(root / "cache"), device="cpu",
+                           languages=("en", "de"), max_length=64, shard_size=64)
+    return extract(config, progress=False, log=lambda line: None).store_dir
+
+
+def test_a_small_memory_setting_gives_the_same_result_as_a_large_one(store_of_260_pairs, tmp_path):
+    from xfuse.features import FeatureStore
+    from xfuse.loader import PartReader
+
+    with FeatureStore(store_of_260_pairs).part("train", "en") as part:
+        assert not PartReader(part, [1, 2], window_pairs=64, memory_bytes=2**20).resident  # it streams windows
+    results = [run(store_of_260_pairs, tmp_path / name, memory_mb=memory_mb, window_pairs=64, max_epochs=3, threads=1)
+               for name, memory_mb in (("small", 1), ("large", 1024))]
+    metrics = [json.loads((result / "metrics.json").read_text()) for result in results]
+    for values in metrics:
+        del values["seconds"]
+    assert metrics[0] == metrics[1]
+    first, second = (np.load(result / "predictions.npz") for result in results)
+    for key in first.files:
+        np.testing.assert_array_equal(first[key], second[key])
+    recorded = json.loads((results[0] / "config.json").read_text())["train"]
+    assert recorded["memory_mb"] == 1 and recorded["threads"] == 1 and recorded["device"] == "cpu"

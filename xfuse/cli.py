@@ -119,15 +119,24 @@ def verify(store, cache_dir, quiet):
 @click.option("--bootstrap", "n_resamples", type=int, default=1000, show_default=True,
               help="Bootstrap resamples for the 95% intervals (0 for none).")
 @click.option("--out", default="results", show_default=True, help="Folder of result directories.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the head trains and predicts (features move there batch by batch); auto: cuda if present.")
+@click.option("--threads", type=int, default=0, show_default="the cores this process may use",
+              help="Torch CPU threads; results depend on it, so it is recorded.")
+@click.option("--memory-mb", type=float, default=2048, show_default=True,
+              help="Features held in memory per part: the whole part when it fits, else two windows at a time.")
+@click.option("--window-pairs", type=int, default=1024, show_default=True,
+              help="Pairs shuffled together within an epoch (blocks of 64 consecutive pairs, permuted).")
 def train_heads(layers, head, seed, store, cache_dir, pooling, max_epochs, patience, batch_size, learning_rate,
-                bins, n_resamples, out):
+                bins, n_resamples, out, device, threads, memory_mb, window_pairs):
     """Train a head on cached features; score it per language before and after temperature scaling."""
     from .features import find_store
     from .train import TrainConfig, train_heads as run_train
 
     config = TrainConfig(store=str(store or find_store(cache_dir)), layers=layers, head=head, seed=seed, pooling=pooling,
                          max_epochs=max_epochs, patience=patience, batch_size=batch_size,
-                         learning_rate=learning_rate, bins=bins, n_resamples=n_resamples, out=out)
+                         learning_rate=learning_rate, bins=bins, n_resamples=n_resamples, out=out, device=device,
+                         threads=threads, memory_mb=memory_mb, window_pairs=window_pairs)
     run_train(config)
 
 
@@ -158,7 +167,8 @@ def sweep_plan(spec, out, store):
 @click.option("--extract-time", default="06:00:00", show_default=True, help="slurm: time limit of the extraction.")
 @click.option("--mem", default="16G", show_default=True, help="slurm: memory per job.")
 @click.option("--cpus", type=int, default=4, show_default=True, help="slurm: CPUs per job.")
-@click.option("--gpus", type=int, default=0, show_default=True, help="slurm: GPUs of the extraction job (--gres=gpu:N); heads train on CPUs.")
+@click.option("--gpus", type=int, default=0, show_default=True,
+              help="slurm: GPUs of the extraction job and of each array task (--gres=gpu:N); tasks use one if given.")
 @click.option("--throttle", type=int, default=0, show_default=True, help="slurm: at most this many tasks at once (0: no limit).")
 @click.option("--setup", default="", help="slurm: shell lines run first in each job, e.g. 'source venv/bin/activate'.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -201,11 +211,15 @@ def sweep_status_command(plan_path):
 @cli.command("run-task")
 @click.option("--plan", "plan_path", required=True, help="plan.json written by xfuse sweep plan.")
 @click.option("--index", type=int, required=True, help="Task index (a SLURM array task id).")
-def run_task_command(plan_path, index):
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="Where the head trains [default: the plan's train settings, else auto].")
+@click.option("--threads", type=int, default=None,
+              help="Torch CPU threads [default: the plan's train settings, else the cores this process may use].")
+def run_task_command(plan_path, index, device, threads):
     """Run one task of a plan, unless its result exists."""
     from .sweep import run_task
 
-    run_task(Path(plan_path), index)
+    run_task(Path(plan_path), index, device=device, threads=threads)
 
 
 @cli.command()

@@ -46,7 +46,7 @@ class ClusterOptions:
     extract_time: str = "06:00:00"
     mem: str = "16G"
     cpus: int = 4
-    gpus: int = 0  # for the extraction job; train-heads runs on CPUs
+    gpus: int = 0  # GPUs of the extraction job and of each array task (heads train on one when given)
     throttle: int = 0  # at most this many array tasks at once; 0 for no limit
     job_name: str = "xfuse"
     setup: str = ""  # shell lines run first in each job (module load ..., source venv/bin/activate)
@@ -71,18 +71,18 @@ def array_ranges(indices: Sequence[int]) -> str:
     return ",".join(ranges)
 
 
-def _optional_lines(options: ClusterOptions, with_gpus: bool) -> str:
+def _optional_lines(options: ClusterOptions) -> str:
     lines = []
     if options.partition:
         lines.append(f"#SBATCH --partition={options.partition}")
     if options.account:
         lines.append(f"#SBATCH --account={options.account}")
-    if options.gpus and with_gpus:
+    if options.gpus:
         lines.append(f"#SBATCH --gres=gpu:{options.gpus}")
     return "".join("\n" + line for line in lines)
 
 
-def _render(template: str, options: ClusterOptions, log_dir: Path, with_gpus: bool, **values) -> str:
+def _render(template: str, options: ClusterOptions, log_dir: Path, **values) -> str:
     options.validate()
     path = JOBS_DIR / template
     if not path.is_file():
@@ -90,7 +90,7 @@ def _render(template: str, options: ClusterOptions, log_dir: Path, with_gpus: bo
     return Template(path.read_text()).substitute(
         job_name=options.job_name, log_dir=shlex.quote(str(log_dir)), time=options.time,
         extract_time=options.extract_time, mem=options.mem, cpus=options.cpus,
-        optional_lines=_optional_lines(options, with_gpus), setup=options.setup.strip(), python=shlex.quote(options.python),
+        optional_lines=_optional_lines(options), setup=options.setup.strip(), python=shlex.quote(options.python),
         **values,
     )
 
@@ -112,7 +112,7 @@ def extract_arguments(extract: dict) -> list:
 def render_extract_script(plan: dict, plan_path: Path, options: ClusterOptions) -> str:
     """The sbatch script that extracts the plan's features store."""
     log_dir = sweep_paths(plan_path)["logs"]
-    return _render("extract.sbatch", options, log_dir, with_gpus=True,
+    return _render("extract.sbatch", options, log_dir,
                    extract_options=" ".join(shlex.quote(argument) for argument in extract_arguments(plan["extract"])))
 
 
@@ -122,7 +122,7 @@ def render_array_script(plan: dict, plan_path: Path, options: ClusterOptions, in
         if not 0 <= index < len(plan["tasks"]):
             raise XfuseError(f"task index {index} is outside the plan's 0..{len(plan['tasks']) - 1}")
     array = array_ranges(indices) + (f"%{options.throttle}" if options.throttle else "")
-    return _render("array.sbatch", options, sweep_paths(plan_path)["logs"], with_gpus=False, array=array,
+    return _render("array.sbatch", options, sweep_paths(plan_path)["logs"], array=array,
                    plan=shlex.quote(str(Path(plan_path).resolve())))
 
 

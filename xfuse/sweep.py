@@ -61,7 +61,7 @@ from .features import STORE_FILE, FeatureStore, atomic_write_text
 from .hashing import config_fingerprint
 from .heads import HEADS
 from .layers import parse_layers, resolve_layers
-from .train import TrainConfig, run_name, train_heads
+from .train import TrainConfig, default_threads, run_name, train_heads
 
 PLAN_FORMAT = "xfuse-plan/1"
 PLAN_FILE = "plan.json"
@@ -272,16 +272,21 @@ def sweep_status(plan_path: Path) -> dict:
     return states
 
 
-def train_config(plan: dict, task: dict, results_dir: Path):
+def train_config(plan: dict, task: dict, results_dir: Path, **overrides):
+    """A task's TrainConfig: the plan's train settings, then ``overrides`` (device, threads) that are not None."""
+    settings = plan["train"] | {key: value for key, value in overrides.items() if value is not None}
     return TrainConfig(store=plan["store"], layers=",".join(map(str, task["layers"])), head=task["head"],
                        seed=task["seed"], out=str(results_dir), languages=tuple(plan["extract"]["languages"]),
-                       **plan["train"])
+                       **settings)
 
 
-def run_task(plan_path: Path, index: int, log: Callable[[str], None] = print) -> str:
+def run_task(plan_path: Path, index: int, log: Callable[[str], None] = print, device: Optional[str] = None,
+             threads: Optional[int] = None) -> str:
     """Run task ``index`` of a plan unless it is done; returns ``"skipped"`` or ``"done"``.
 
-    A failure is recorded in ``failed/<task>.txt`` (and raised); success removes it.
+    ``device`` and ``threads``, when given, override the plan's train settings
+    (both are recorded in the result). A failure is recorded in
+    ``failed/<task>.txt`` (and raised); success removes it.
     """
     plan = load_plan(plan_path)
     tasks = plan["tasks"]
@@ -303,7 +308,7 @@ def run_task(plan_path: Path, index: int, log: Callable[[str], None] = print) ->
         for stale in paths["results"].glob(f".tmp-{task['name']}-*"):
             shutil.rmtree(stale, ignore_errors=True)
         log(f"task {index} ({task['name']}): training")
-        train_heads(train_config(plan, task, paths["results"]), log=log)
+        train_heads(train_config(plan, task, paths["results"], device=device, threads=threads), log=log)
     except BaseException as error:
         paths["failed"].mkdir(parents=True, exist_ok=True)
         atomic_write_text(marker, f"{type(error).__name__}: {error}\n")
@@ -318,11 +323,8 @@ def extract_config(plan: dict) -> ExtractConfig:
 
 
 def _run_task_in_worker(plan_path: str, index: int, threads: int) -> tuple:
-    import torch
-
-    torch.set_num_threads(threads)
     try:
-        return index, run_task(Path(plan_path), index, log=lambda line: None), None
+        return index, run_task(Path(plan_path), index, log=lambda line: None, threads=threads), None
     except Exception as error:  # recorded in failed/ by run_task; reported by the parent
         return index, "failed", f"{type(error).__name__}: {error}"
 
@@ -352,7 +354,7 @@ def run_local(plan_path: Path, workers: int = 1, progress: bool = True, log: Cal
     if extract(extract_config(plan), progress=progress, log=log).computed_pairs:  # a complete store is not a run
         record_timing(plan_path, "extract", time.perf_counter() - started, "xfuse extract, as run by xfuse sweep submit")
     started = time.perf_counter()
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = plan["train"].get("threads") or default_threads(workers)
     log(f"running {len(todo)} of {len(plan['tasks'])} tasks in {workers} process(es) of {threads} thread(s)")
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:

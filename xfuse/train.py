@@ -42,9 +42,11 @@ from .errors import XfuseError
 from .features import FeatureStore
 from .heads import HeadConfig, build_head
 from .layers import parse_layers
+from .loader import PartReader, memory_bytes
 from .temperature import TemperatureScaler
 
 CONDITIONS = ("uncalibrated", "zero_shot_ts", "oracle_ts")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def run_name(head: str, layers: tuple, seed: int) -> str:
@@ -71,57 +73,50 @@ class TrainConfig:
     n_resamples: int = 1000
     out: str = "results"
     languages: tuple = ()  # test languages to score; empty: every test part in the store
+    device: str = "auto"  # auto: cuda when there is one; the resolved device is recorded
+    threads: int = 0  # torch CPU threads; 0: default_threads(), resolved and recorded (float sums depend on it)
+    memory_mb: float = 2048  # features held in memory at once, per part being read (xfuse.loader)
+    window_pairs: int = 1024  # pairs shuffled together within an epoch (xfuse.loader): changes results
 
+    def resolved(self) -> "TrainConfig":
+        """Device and threads as they will be used."""
+        for option, value in (("--threads", self.threads), ("--window-pairs", self.window_pairs)):
+            if int(value) < (0 if option == "--threads" else 1):
+                raise XfuseError(f"{option}: expected an integer >= {0 if option == '--threads' else 1}, got {value}")
+        memory_bytes(self.memory_mb)
+        return dataclasses.replace(self, device=resolve_device(self.device),
+                                   threads=int(self.threads) or default_threads())
 
-
-class LoadedPart:
-    """The unpadded rows of some layers of one part, in memory, batched on demand."""
-
-    def __init__(self, part, layers):
-        self.name = f"{part.split}-{part.lang}"
-        self.rows = [part.read_tokens(layer, 0, len(part)) for layer in layers]  # each (tokens, E)
-        self.offsets, self.lengths = part.offsets, part.lengths
-        self.labels, self.ids, self.second_start = part.labels.astype(np.int64), part.ids, part.second_start
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def batch(self, index: np.ndarray) -> tuple:
-        """(features [(B, T, E) float32 per layer], mask (B, T), second_start (B,), labels (B,))."""
-        width = int(self.lengths[index].max())
-        features = [torch.zeros((len(index), width, rows.shape[1])) for rows in self.rows]
-        for position, pair in enumerate(index):
-            start, stop = self.offsets[pair], self.offsets[pair + 1]
-            for layer_rows, tensor in zip(self.rows, features):
-                tensor[position, : stop - start] = torch.from_numpy(layer_rows[start:stop].astype(np.float32))
-        mask = torch.arange(width)[None, :] < torch.from_numpy(self.lengths[index])[:, None]
-        return (features, mask, torch.from_numpy(self.second_start[index].astype(np.int64)),
-                torch.from_numpy(self.labels[index]))
-
-
-def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list:
-    """A shuffled epoch: random chunks of 50 batches, sorted by length inside, in shuffled batch order."""
-    order = rng.permutation(len(lengths))
-    chunk = batch_size * 50
-    batches = []
-    for start in range(0, len(order), chunk):
-        piece = order[start : start + chunk]
-        piece = piece[np.argsort(lengths[piece], kind="stable")]
-        batches.extend(piece[i : i + batch_size] for i in range(0, len(piece), batch_size))
-    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 @torch.no_grad()
-def predict(head, data: LoadedPart, batch_size: int) -> np.ndarray:
-    """Logits (N, 2) in the part's order."""
+def predict(head, reader: PartReader, batch_size: int) -> np.ndarray:
+    """Logits (N, 2) float64 in the part's order."""
     head.eval()
-    order = np.argsort(data.lengths, kind="stable")
-    logits = np.empty((len(data), 2), dtype=np.float64)
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        features, mask, second_start, _ = data.batch(index)
-        logits[index] = head(features, mask, second_start).double().numpy()
+    logits = np.empty((len(reader), 2), dtype=np.float64)
+    for batch in reader.in_order(batch_size):
+        logits[batch.pairs] = head(batch.features, batch.mask, batch.second_start).double().cpu().numpy()
     return logits
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` is ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is an error."""
+    if device not in DEVICES:
+        raise XfuseError(f"--device: expected one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise XfuseError("--device cuda: torch sees no CUDA device here; use --device cpu or auto")
+    return device
+
+
+def default_threads(workers: int = 1) -> int:
+    """The cores this process may use, divided among ``workers`` processes (at least 1)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, workers))
 
 
 def _loss(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -131,6 +126,8 @@ def _loss(logits: np.ndarray, labels: np.ndarray) -> float:
 def train_heads(config: TrainConfig, log: Callable[[str], None] = print) -> Path:
     """Train, select, calibrate and score one head; returns its result directory."""
     started = time.perf_counter()
+    config = config.resolved()
+    torch.set_num_threads(config.threads)
     store = FeatureStore(Path(config.store))
     num_layers = int(store.settings["num_hidden_layers"])
     layers = parse_layers(config.layers, num_layers)
@@ -142,36 +139,41 @@ def train_heads(config: TrainConfig, log: Callable[[str], None] = print) -> Path
     head_config = HeadConfig(pooling=config.pooling, dropout=config.dropout, reduction=config.reduction,
                              attention_dim=config.attention_dim)
     torch.manual_seed(config.seed)
-    head = build_head(config.head, int(store.settings["hidden_size"]), len(layers), head_config)
+    head = build_head(config.head, int(store.settings["hidden_size"]), len(layers), head_config).to(config.device)
     in_store = sorted({path.name.split("-")[1] for path in store.part_paths() if path.name.startswith("test-")})
     languages = list(validate_languages(config.languages)) if config.languages else in_store
     if not languages:
         raise XfuseError(f"{store.store_dir}: no test parts; run xfuse extract --split all first")
 
-    reading = 0.0
+    budget = memory_bytes(config.memory_mb)
+    open_parts = []
 
-    def load(split: str, lang: str) -> LoadedPart:
-        nonlocal reading
-        begun = time.perf_counter()
-        with store.part(split, lang) as part:
-            loaded = LoadedPart(part, layers)
-        reading += time.perf_counter() - begun
-        return loaded
+    def reader(split: str, lang: str) -> PartReader:
+        part = store.part(split, lang)
+        open_parts.append(part)
+        return PartReader(part, layers, window_pairs=config.window_pairs, memory_bytes=budget, device=config.device)
 
-    train, calibration = load("train", "en"), load("dev", "en")
+    try:
+        return _train_and_score(config, store, layers, head, languages, reader, started, log)
+    finally:
+        for part in open_parts:
+            part.close()
+
+
+def _train_and_score(config, store, layers, head, languages, reader, started, log) -> Path:
+    train, calibration = reader("train", "en"), reader("dev", "en")
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     rng = np.random.default_rng(config.seed)
     curve, best = [], (float("inf"), None, -1)
     for epoch in range(config.max_epochs):
         head.train()
         losses = []
-        for index in bucketed_batches(train.lengths, config.batch_size, rng):
-            features, mask, second_start, labels = train.batch(index)
-            loss = torch.nn.functional.cross_entropy(head(features, mask, second_start), labels)
+        for batch in train.epoch(config.batch_size, rng):
+            loss = torch.nn.functional.cross_entropy(head(batch.features, batch.mask, batch.second_start), batch.labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(loss.item() * len(index))
+            losses.append(loss.item() * len(batch))
         dev_logits = predict(head, calibration, config.batch_size)
         dev_loss = _loss(dev_logits, calibration.labels)
         curve.append({"epoch": epoch + 1, "train_loss": sum(losses) / len(train), "dev_en_loss": dev_loss,
@@ -183,8 +185,8 @@ def train_heads(config: TrainConfig, log: Callable[[str], None] = print) -> Path
         elif epoch + 1 - best[2] >= config.patience:
             break
     head.load_state_dict(best[1])
-    training = time.perf_counter() - started - reading
-    evaluation_started, reading_before_evaluation = time.perf_counter(), reading
+    training = time.perf_counter() - started
+    evaluation_started = time.perf_counter()
 
     logits = {"dev-en": predict(head, calibration, config.batch_size)}
     labels = {"dev-en": calibration.labels}
@@ -193,7 +195,7 @@ def train_heads(config: TrainConfig, log: Callable[[str], None] = print) -> Path
         for split in ("dev", "test"):
             if split == "dev" and lang == "en":
                 continue
-            data = load(split, lang)
+            data = reader(split, lang)
             logits[data.name], labels[data.name], ids[data.name] = predict(head, data, config.batch_size), data.labels, data.ids
     zero_shot = TemperatureScaler().fit(logits["dev-en"], labels["dev-en"])
     metrics = {"best_epoch": best[2], "zero_shot_temperature": zero_shot.temperature_, "languages": {}}
@@ -208,9 +210,9 @@ def train_heads(config: TrainConfig, log: Callable[[str], None] = print) -> Path
             **{condition: calibration_summary(probs, labels[name], config.bins, config.n_resamples, config.seed)
                for condition, probs in probabilities.items()},
         }
-    metrics["seconds"] = {"reading_features": reading, "training": training,
-                          "evaluation": time.perf_counter() - evaluation_started - (reading - reading_before_evaluation),
+    metrics["seconds"] = {"training": training, "evaluation": time.perf_counter() - evaluation_started,
                           "total": time.perf_counter() - started}
+    metrics["device"], metrics["threads"] = config.device, config.threads
     result_dir = _write_result(config, run_name(config.head, layers, config.seed), store, metrics, logits, labels,
                                ids, curve)
     log(format_table(metrics))

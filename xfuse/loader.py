@@ -1,0 +1,191 @@
+"""The data path of head training: batches of cached features in bounded memory, without a loop over pairs.
+
+A part's pairs are cut into *blocks* of ``BLOCK_PAIRS`` consecutive pairs
+(contiguous rows of every HDF5 layer dataset) and blocks into *windows*. An
+epoch is a pure function of the seed and the part's lengths:
+
+1. the blocks are permuted;
+2. consecutive permuted blocks form windows of ``window_pairs`` pairs (at
+   least one block each);
+3. inside a window the pairs are shuffled, sorted by length (stable) and cut
+   into batches of ``batch_size``, and the window's batches are shuffled.
+
+So every pair is seen once an epoch, in an order that does not depend on how
+much memory the reader may use. The reader holds the rows of the needed
+layers either for the whole part (read once, when they fit in
+``memory_bytes``) or for at most two windows (the one in use and the next,
+read by a background thread while the head computes). Rows stay float16 (the
+stored dtype) in one ``(tokens, L, E)`` buffer per window, with a zero row at
+the end; a batch is one ``index_select`` of that buffer (padding points at the
+zero row) and one cast-and-copy to float32 ``(L, B, T, E)``.
+
+Prediction reads windows of consecutive blocks in file order and batches
+pairs of similar length together; logits come back in the part's order.
+
+Usage::
+
+    with store.part("train", "en") as part:
+        reader = PartReader(part, layers=[4, 12], window_pairs=1024, memory_bytes=2 << 30)
+        for batch in reader.epoch(batch_size=64, rng=np.random.default_rng(0)):
+            logits = head(batch.features, batch.mask, batch.second_start)   # features (L, B, T, E)
+"""
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .errors import XfuseError
+
+BLOCK_PAIRS = 64
+TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass
+class Batch:
+    """One batch, on ``device``: features (L, B, T, E) float32, mask (B, T) bool, second_start and labels (B,)."""
+
+    features: torch.Tensor
+    mask: torch.Tensor
+    second_start: torch.Tensor
+    labels: torch.Tensor
+    pairs: np.ndarray  # (B,) row of each pair in its part
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+class _Window:
+    """The rows of some blocks, all needed layers, in one float16 buffer (tokens + 1, L, E)."""
+
+    def __init__(self, rows: torch.Tensor, starts: dict):
+        self.rows = rows  # last row is zeros: padding gathers it
+        self.starts = starts  # pair -> first row of that pair in ``rows``
+
+
+class PartReader:
+    """Batches of one part's pairs for some layers, reading at most ``memory_bytes`` of features at once."""
+
+    def __init__(self, part, layers: Sequence[int], window_pairs: int = 1024, memory_bytes: int = 2 << 30,
+                 device: str = "cpu"):
+        self.part = part
+        self.name = f"{part.split}-{part.lang}"
+        self.layers = list(part.resolve(layers))
+        self.device = torch.device(device)
+        self.offsets = part.offsets.astype(np.int64)
+        self.lengths = np.diff(self.offsets)
+        self.labels = part.labels.astype(np.int64)
+        self.second_start = part.second_start.astype(np.int64)
+        self.ids = part.ids
+        self.blocks = [(first, min(first + BLOCK_PAIRS, len(self.lengths)))
+                       for first in range(0, len(self.lengths), BLOCK_PAIRS)]
+        self.blocks_per_window = max(1, round(window_pairs / BLOCK_PAIRS))
+        dataset = part._file["layers"][str(self.layers[0])]
+        self.width, self.dtype = int(dataset.shape[1]), np.dtype(dataset.dtype)
+        bytes_per_token = len(self.layers) * self.width * self.dtype.itemsize
+        self.part_bytes = int(self.offsets[-1]) * bytes_per_token
+        block_tokens = np.array([self.offsets[b] - self.offsets[a] for a, b in self.blocks])
+        biggest_window = np.sort(block_tokens)[::-1][: self.blocks_per_window].sum() * bytes_per_token
+        self.resident = self.part_bytes <= memory_bytes
+        if not self.resident and 2 * biggest_window > memory_bytes:
+            raise XfuseError(
+                f"--memory-mb: {memory_bytes / 2**20:.3g} MiB cannot hold two windows of {self.name} "
+                f"({2 * biggest_window / 2**20:.3g} MiB for {len(self.layers)} layers); "
+                "raise --memory-mb or lower --window-pairs")
+        self._whole: Optional[_Window] = None
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    # -- reading -------------------------------------------------------------------------------------------
+
+    def _read(self, blocks: Sequence[tuple]) -> _Window:
+        """The rows of ``blocks`` ((first, stop) pair ranges) for every layer, in the order given."""
+        tokens = sum(int(self.offsets[b] - self.offsets[a]) for a, b in blocks)
+        rows = torch.empty((tokens + 1, len(self.layers), self.width), dtype=TORCH_DTYPES[self.dtype.name])
+        rows[tokens] = 0
+        array = rows.numpy()
+        starts, cursor = {}, 0
+        for first, stop in blocks:
+            begin, end = int(self.offsets[first]), int(self.offsets[stop])
+            for position, layer in enumerate(self.layers):
+                array[cursor : cursor + end - begin, position] = self.part._rows(layer, begin, end)
+            starts[(first, stop)] = cursor - begin  # row of pair p: offsets[p] + this
+            cursor += end - begin
+        return _Window(rows, starts)
+
+    def _windows(self, block_order: Sequence[int]) -> Iterator[tuple]:
+        """(blocks of the window, its rows) for consecutive groups of ``block_order``; the next read ahead."""
+        groups = [[self.blocks[k] for k in block_order[i : i + self.blocks_per_window]]
+                  for i in range(0, len(block_order), self.blocks_per_window)]
+        if self.resident:
+            if self._whole is None:
+                self._whole = self._read([(0, len(self))])
+            for group in groups:
+                yield group, self._whole
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xfuse-reader") as reader:
+            ahead = reader.submit(self._read, groups[0]) if groups else None
+            for index, group in enumerate(groups):
+                window = ahead.result()
+                ahead = reader.submit(self._read, groups[index + 1]) if index + 1 < len(groups) else None
+                yield group, window
+                del window
+
+    # -- batches -------------------------------------------------------------------------------------------
+
+    def _batch(self, window: _Window, pairs: np.ndarray, first_row: np.ndarray) -> Batch:
+        lengths = self.lengths[pairs]
+        width = int(lengths.max())
+        positions = np.arange(width)
+        mask = positions[None, :] < lengths[:, None]  # (B, T)
+        pad_row = window.rows.shape[0] - 1
+        index = np.where(mask, first_row[:, None] + positions[None, :], pad_row)  # (B, T)
+        gathered = window.rows.index_select(0, torch.from_numpy(index.reshape(-1)))  # (B*T, L, E) float16
+        gathered = gathered.to(self.device, non_blocking=True)
+        features = torch.empty((len(self.layers), len(pairs), width, self.width), dtype=torch.float32,
+                               device=self.device)
+        features.copy_(gathered.view(len(pairs), width, len(self.layers), self.width).permute(2, 0, 1, 3))
+        as_tensor = lambda array: torch.from_numpy(array).to(self.device, non_blocking=True)
+        return Batch(features=features, mask=as_tensor(mask), second_start=as_tensor(self.second_start[pairs]),
+                     labels=as_tensor(self.labels[pairs]), pairs=pairs)
+
+    def _first_rows(self, window: _Window, group: Sequence[tuple]) -> tuple:
+        """The pairs of ``group`` and the first buffer row of each."""
+        pairs = np.concatenate([np.arange(a, b) for a, b in group])
+        shifts = np.concatenate([np.full(b - a, self._shift(window, (a, b))) for a, b in group])
+        return pairs, self.offsets[pairs] + shifts
+
+    def _shift(self, window: _Window, block: tuple) -> int:
+        return window.starts[block] if block in window.starts else window.starts[(0, len(self))]
+
+    def epoch(self, batch_size: int, rng: np.random.Generator) -> Iterator[Batch]:
+        """One shuffled epoch (module docstring): every pair once, the order fixed by ``rng``."""
+        block_order = rng.permutation(len(self.blocks))
+        for group, window in self._windows(block_order):
+            pairs, first_rows = self._first_rows(window, group)
+            shuffled = rng.permutation(len(pairs))
+            shuffled = shuffled[np.argsort(self.lengths[pairs[shuffled]], kind="stable")]
+            batches = [shuffled[i : i + batch_size] for i in range(0, len(shuffled), batch_size)]
+            for k in rng.permutation(len(batches)):
+                chosen = batches[k]
+                yield self._batch(window, pairs[chosen], first_rows[chosen])
+
+    def in_order(self, batch_size: int) -> Iterator[Batch]:
+        """Every pair once, for prediction: windows in file order, pairs of similar length batched together."""
+        for group, window in self._windows(range(len(self.blocks))):
+            pairs, first_rows = self._first_rows(window, group)
+            order = np.argsort(self.lengths[pairs], kind="stable")
+            for i in range(0, len(order), batch_size):
+                chosen = order[i : i + batch_size]
+                yield self._batch(window, pairs[chosen], first_rows[chosen])
+
+
+def memory_bytes(megabytes: float) -> int:
+    """``--memory-mb`` in bytes, checked."""
+    if not megabytes or megabytes <= 0 or not math.isfinite(megabytes):
+        raise XfuseError(f"--memory-mb: expected a positive number of MiB, got {megabytes}")
+    return int(megabytes * 2**20)
