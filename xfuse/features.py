@@ -155,9 +155,16 @@ class FeaturePart:
         return self._rows(layer, self.offsets[start], self.offsets[stop])
 
     def _rows(self, layer: int, first_row: int, stop_row: int) -> np.ndarray:
+        target = np.empty((stop_row - first_row, int(self.attrs["hidden_size"])), dtype=self.attrs["dtype"])
+        self.read_rows_into(layer, first_row, stop_row, target)
+        return target
+
+    def read_rows_into(self, layer: int, first_row: int, stop_row: int, target: np.ndarray) -> None:
+        """Token rows ``first_row:stop_row`` of a stored layer, written into ``target`` (no intermediate copy)."""
         try:
-            return self._file["layers"][str(layer)][first_row:stop_row]
-        except OSError as error:
+            if stop_row > first_row:
+                self._file["layers"][str(layer)].read_direct(target, np.s_[first_row:stop_row])
+        except (OSError, TypeError) as error:
             raise XfuseError(f"{self.path}: reading layer {layer} failed ({error}); "
                              "the store may be damaged: run xfuse verify") from None
 

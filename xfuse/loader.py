@@ -15,9 +15,11 @@ much memory the reader may use. The reader holds the rows of the needed
 layers either for the whole part (read once, when they fit in
 ``memory_bytes``) or for at most two windows (the one in use and the next,
 read by a background thread while the head computes). Rows stay float16 (the
-stored dtype) in one ``(tokens, L, E)`` buffer per window, with a zero row at
-the end; a batch is one ``index_select`` of that buffer (padding points at the
-zero row) and one cast-and-copy to float32 ``(L, B, T, E)``.
+stored dtype) in one ``(L, tokens + 1, E)`` buffer per window whose last row
+is zeros, on the head's device (so on a GPU, ``memory_bytes`` bounds GPU
+memory too, and batches are gathered there); a batch is one ``index_select`` of that buffer along the token axis
+(padding points at the zero row), giving ``(L, B * T, E)``, and one cast to
+float32, viewed as ``(L, B, T, E)``.
 
 Prediction reads windows of consecutive blocks in file order and batches
 pairs of similar length together; logits come back in the part's order.
@@ -59,10 +61,10 @@ class Batch:
 
 
 class _Window:
-    """The rows of some blocks, all needed layers, in one float16 buffer (tokens + 1, L, E)."""
+    """The rows of some blocks, all needed layers, in one float16 buffer (L, tokens + 1, E)."""
 
     def __init__(self, rows: torch.Tensor, starts: dict):
-        self.rows = rows  # last row is zeros: padding gathers it
+        self.rows = rows  # last row of each layer is zeros: padding gathers it
         self.starts = starts  # pair -> first row of that pair in ``rows``
 
 
@@ -100,30 +102,34 @@ class PartReader:
     def __len__(self) -> int:
         return len(self.lengths)
 
+    def load(self) -> None:
+        """Read the whole part now, if it is to be held in memory (else windows are read as they are needed)."""
+        if self.resident and self._whole is None:
+            self._whole = self._read([(0, len(self))])
+
     # -- reading -------------------------------------------------------------------------------------------
 
     def _read(self, blocks: Sequence[tuple]) -> _Window:
         """The rows of ``blocks`` ((first, stop) pair ranges) for every layer, in the order given."""
         tokens = sum(int(self.offsets[b] - self.offsets[a]) for a, b in blocks)
-        rows = torch.empty((tokens + 1, len(self.layers), self.width), dtype=TORCH_DTYPES[self.dtype.name])
-        rows[tokens] = 0
+        rows = torch.empty((len(self.layers), tokens + 1, self.width), dtype=TORCH_DTYPES[self.dtype.name])
+        rows[:, tokens] = 0
         array = rows.numpy()
         starts, cursor = {}, 0
         for first, stop in blocks:
             begin, end = int(self.offsets[first]), int(self.offsets[stop])
             for position, layer in enumerate(self.layers):
-                array[cursor : cursor + end - begin, position] = self.part._rows(layer, begin, end)
+                self.part.read_rows_into(layer, begin, end, array[position, cursor : cursor + end - begin])
             starts[(first, stop)] = cursor - begin  # row of pair p: offsets[p] + this
             cursor += end - begin
-        return _Window(rows, starts)
+        return _Window(rows.to(self.device), starts)  # on a GPU, batches are then gathered there
 
     def _windows(self, block_order: Sequence[int]) -> Iterator[tuple]:
         """(blocks of the window, its rows) for consecutive groups of ``block_order``; the next read ahead."""
         groups = [[self.blocks[k] for k in block_order[i : i + self.blocks_per_window]]
                   for i in range(0, len(block_order), self.blocks_per_window)]
         if self.resident:
-            if self._whole is None:
-                self._whole = self._read([(0, len(self))])
+            self.load()
             for group in groups:
                 yield group, self._whole
             return
@@ -142,13 +148,11 @@ class PartReader:
         width = int(lengths.max())
         positions = np.arange(width)
         mask = positions[None, :] < lengths[:, None]  # (B, T)
-        pad_row = window.rows.shape[0] - 1
+        pad_row = window.rows.shape[1] - 1
         index = np.where(mask, first_row[:, None] + positions[None, :], pad_row)  # (B, T)
-        gathered = window.rows.index_select(0, torch.from_numpy(index.reshape(-1)))  # (B*T, L, E) float16
-        gathered = gathered.to(self.device, non_blocking=True)
-        features = torch.empty((len(self.layers), len(pairs), width, self.width), dtype=torch.float32,
-                               device=self.device)
-        features.copy_(gathered.view(len(pairs), width, len(self.layers), self.width).permute(2, 0, 1, 3))
+        flat = torch.from_numpy(index.reshape(-1)).to(self.device, non_blocking=True)
+        gathered = window.rows.index_select(1, flat)  # (L, B*T, E) float16, where the window is
+        features = gathered.float().view(len(self.layers), len(pairs), width, self.width)  # (L, B, T, E), one cast
         as_tensor = lambda array: torch.from_numpy(array).to(self.device, non_blocking=True)
         return Batch(features=features, mask=as_tensor(mask), second_start=as_tensor(self.second_start[pairs]),
                      labels=as_tensor(self.labels[pairs]), pairs=pairs)
