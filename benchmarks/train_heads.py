@@ -3,9 +3,10 @@
 The previous loop (commit 98833ec and before; kept here, not in the package)
 read every needed layer of a part into memory first, then built each batch
 pair by pair and layer by layer in Python, and ran AIF's pointwise maps as
-``Conv1d`` over transposed tensors and scalar_mix as a Python sum. xfuse's
-loop reads through :class:`xfuse.loader.PartReader` (bounded memory, one
-gather and one cast per batch) and its heads as they are now.
+``Conv1d`` over transposed tensors and scalar_mix as a Python sum, with AdamW's
+per-parameter loop. xfuse's loop reads through
+:class:`xfuse.loader.PartReader` (bounded memory, one gather and one cast per
+batch), with its heads and its optimizer (fused AdamW) as they are now.
 
 For each head, one process trains one or more epochs of ``train-en`` with
 each loop, from the same initial weights, and splits each epoch into the time
@@ -37,7 +38,7 @@ from xfuse.features import FeatureStore, find_store
 from xfuse.heads import AIFHead, HeadConfig, ScalarMixHead, build_head
 from xfuse.layers import parse_layers
 from xfuse.loader import PartReader
-from xfuse.train import default_threads, resolve_device
+from xfuse.train import TrainConfig, default_threads, make_optimizer, resolve_device
 
 HEADS = ("single", "dlfa", "aif", "concat", "mean", "scalar_mix")
 
@@ -156,7 +157,7 @@ def bench_head(store: FeatureStore, name: str, layers: Sequence[int], epochs: in
         result["new_load"] = time.perf_counter() - begun
         result["resident"] = reader.resident
         head = make_head(name, hidden, len(layers), False, seed)
-        optimizer = torch.optim.AdamW(head.parameters(), lr=3e-3, weight_decay=0.01)
+        optimizer = make_optimizer(head, TrainConfig(store=str(store.store_dir)))  # as xfuse train-heads makes it
         rng = np.random.default_rng(seed)
         result["new"] = [timed_epoch(((b.features, b.mask, b.second_start, b.labels)
                                       for b in reader.epoch(batch_size, rng)), head, optimizer, "cpu")
@@ -172,7 +173,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--memory-mb", type=float, default=2048)
+    parser.add_argument("--memory-mb", type=float, default=2048, help="the reader's memory setting (xfuse's default)")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args(argv)
     resolve_device("cpu")

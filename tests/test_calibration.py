@@ -123,13 +123,12 @@ def test_vectorised_bootstrap_equals_metrics_of_explicit_resamples():
     y = (rng.random(400) < p1 ** 1.5).astype(int)
     resamples, seed = 60, 4
     intervals = cal.bootstrap_intervals(p1, y, bins=10, n_resamples=resamples, seed=seed)
-    counts = np.random.default_rng(seed).multinomial(400, np.full(400, 1 / 400), size=resamples)
+    draws = np.random.default_rng(seed).integers(0, 400, size=(resamples, 400))  # explicit resamples of indices
     confidence, correct = cal.top_label(p1, y)
     adaptive_edges = cal.bin_edges(confidence, 10, equal_mass=True)
     sigma = cal.smooth_ece_bandwidth(confidence, correct)
     direct = {name: [] for name in cal.METRICS}
-    for row in counts:
-        pick = np.repeat(np.arange(400), row)
+    for pick in draws:
         q, t = p1[pick], y[pick]
         for name, metric in cal.METRICS.items():
             if name == "adaptive_ece":

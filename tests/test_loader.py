@@ -1,6 +1,6 @@
 """The bounded-memory data path: every pair once an epoch, order from the seed alone, batches equal to plain reads."""
 
-import json
+import itertools
 
 import numpy as np
 import pytest
@@ -68,7 +68,9 @@ def test_batches_equal_a_plain_padded_read(part_path):
     with FeaturePart(part_path) as part:
         for settings in (SMALL, dict(window_pairs=128, memory_bytes=1 << 30)):
             reader = PartReader(part, [2, 0], **settings)
-            for batch in list(reader.epoch(16, np.random.default_rng(0)))[:6] + list(reader.in_order(32))[:3]:
+            batches = itertools.chain(itertools.islice(reader.epoch(16, np.random.default_rng(0)), 6),
+                                      itertools.islice(reader.in_order(32), 3))
+            for batch in batches:  # each checked before the next is built: batches share the reader's buffers
                 plain = part.read([2, 0], batch.pairs)
                 assert batch.features.shape == (2,) + plain.features[2].shape
                 assert batch.features.dtype == torch.float32
@@ -90,3 +92,15 @@ def test_a_memory_setting_too_small_for_two_windows_is_refused(part_path):
     with FeaturePart(part_path) as part:
         with pytest.raises(XfuseError, match=r"--memory-mb: 0.00477 MiB cannot hold two windows of train-en"):
             PartReader(part, LAYERS, window_pairs=128, memory_bytes=5_000)
+
+
+def test_a_batch_is_valid_until_the_next_one_and_autograd_notices_misuse(part_path):
+    with FeaturePart(part_path) as part:
+        reader = PartReader(part, [1], **SMALL)
+        batches = reader.epoch(16, np.random.default_rng(0))
+        first = next(batches)
+        weight = torch.ones(WIDTH, requires_grad=True)
+        loss = (first.features[0] @ weight).sum()
+        next(batches)  # overwrites the shared buffer
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss.backward()

@@ -47,3 +47,62 @@ def test_init_only_stores_and_errors_are_clear():
         scaler.fit(np.zeros(3), [0, 1, 0])
     with pytest.raises(XfuseError, match=r"labels: expected \(2,\) class indices below 2"):
         scaler.fit(np.zeros((2, 2)), [0, 2])
+
+
+def anti_informative(n: int = 4000, seed: int = 0):
+    """Logits that rank the classes the wrong way round: labels drawn from softmax(-z)."""
+    logits, labels = synthetic(1.0, n, seed)
+    return -logits, labels
+
+
+def test_diagnostics_report_the_unconstrained_optimum_and_no_bound_hit_on_good_logits():
+    logits, labels = synthetic(2.5)
+    facts = TemperatureScaler().fit(logits, labels).diagnostics()
+    assert facts["unconstrained_temperature"] == pytest.approx(facts["temperature"], rel=1e-3)
+    assert facts["optimal_inverse_temperature"] == pytest.approx(0.4, rel=0.05)
+    assert not facts["bound_hit"] and not facts["anti_informative"]
+
+
+def test_anti_informative_logits_are_flagged_and_the_clamp_is_named():
+    logits, labels = anti_informative()
+    scaler = TemperatureScaler().fit(logits, labels)
+    facts = scaler.diagnostics()
+    assert facts["anti_informative"] and facts["optimal_inverse_temperature"] < 0
+    assert facts["unconstrained_temperature"] is None
+    assert facts["bound_hit"] and scaler.temperature_ == pytest.approx(20.0, rel=1e-3)  # the clamp, now named
+
+
+def test_optimal_inverse_temperature_is_the_nll_minimum_over_all_reals():
+    from xfuse.temperature import nll_at_inverse_temperature, optimal_inverse_temperature
+
+    logits, labels = anti_informative(n=500, seed=3)
+    beta = optimal_inverse_temperature(logits, labels)
+    grid = np.linspace(-5, 5, 2001)
+    best = grid[np.argmin([nll_at_inverse_temperature(logits, labels, b) for b in grid])]
+    assert beta == pytest.approx(best, abs=0.01)
+
+
+@pytest.mark.parametrize("slope, bias", [(0.5, 0.0), (2.0, -1.0), (1.0, 0.8)])
+def test_bias_scaler_recovers_a_known_slope_and_bias(slope, bias):
+    from xfuse.temperature import BiasScaler
+
+    rng = np.random.default_rng(11)
+    difference = rng.normal(0, 2, 40_000)
+    labels = (rng.random(difference.size) < 1 / (1 + np.exp(-(slope * difference + bias)))).astype(int)
+    logits = np.stack([np.zeros_like(difference), difference], axis=1)
+    scaler = BiasScaler().fit(logits, labels)
+    assert scaler.slope_ == pytest.approx(slope, rel=0.05) and scaler.bias_ == pytest.approx(bias, abs=0.05)
+    probs = scaler.predict_proba(logits)
+    np.testing.assert_allclose(probs[:, 1], 1 / (1 + np.exp(-(scaler.slope_ * difference + scaler.bias_))), rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_bias_scaler_never_raises_the_nll_it_was_fitted_on(seed):
+    from xfuse.temperature import BiasScaler
+
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, rng.uniform(0.1, 5), size=(300, 2))
+    labels = rng.integers(0, 2, 300)
+    scaler = BiasScaler().fit(logits, labels)
+    assert scaler.nll_after_ <= scaler.nll_before_ + 1e-12
+    assert BiasScaler().fit(*anti_informative(n=2000, seed=seed)).diagnostics()["anti_informative"]

@@ -276,8 +276,14 @@ def metric_value(name: str, probs, labels, bins: int = DEFAULT_BINS) -> float:
 
 
 def resample_counts(n: int, n_resamples: int, seed: int) -> np.ndarray:
-    """(R, N) bootstrap resamples as counts: multinomial, N draws over the N examples."""
-    return np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_resamples)
+    """(R, N) bootstrap resamples as counts: row r counts the N indices ``integers(0, N, (R, N))[r]``.
+
+    The same multinomial law as ``multinomial(N, [1/N] * N)`` per row, drawn
+    as uniform indices and counted with one ``bincount`` (a tenth of the time).
+    """
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+    flat = (draws + (np.arange(n_resamples) * n)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_resamples * n).reshape(n_resamples, n)
 
 
 def resampled_metrics(probs, labels, counts: np.ndarray, bins: int = DEFAULT_BINS, names=tuple(METRICS)) -> dict:

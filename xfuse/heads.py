@@ -201,7 +201,7 @@ class AIFHead(nn.Module):
     two layers against each other, element by element::
 
         M = sigmoid(L + G)
-        fused = M * X + (1 - M) * Y
+        fused = M * X + (1 - M) * Y          (computed as torch.lerp(Y, X, M))
         logits = W pool(fused) + b
 
     Our choices where the papers leave it open: no batch normalisation in the
@@ -225,10 +225,10 @@ class AIFHead(nn.Module):
     def forward(self, features, mask, second_start) -> torch.Tensor:
         lower, last = features[0].float(), features[1].float()
         mixed = lower + last  # (B, T, E)
-        weights = mask.to(mixed.dtype).unsqueeze(-1)  # (B, T, 1)
-        context = (mixed * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp_min(1.0)  # (B, 1, E)
-        gate = torch.sigmoid(self.local(mixed) + self.global_(context))  # (B, T, E)
-        fused = gate * lower + (1 - gate) * last
+        weights = mask.to(mixed.dtype)  # (B, T)
+        context = torch.einsum("bt,bte->be", weights, mixed) / weights.sum(1, keepdim=True).clamp_min(1.0)  # (B, E)
+        gate = torch.sigmoid(self.local(mixed) + self.global_(context).unsqueeze(1))  # (B, T, E)
+        fused = torch.lerp(last, lower, gate)  # gate * lower + (1 - gate) * last, in one pass
         return self.classifier(self.pool(fused, mask))
 
 

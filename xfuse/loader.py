@@ -48,7 +48,10 @@ TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 @dataclass
 class Batch:
-    """One batch, on ``device``: features (L, B, T, E) float32, mask (B, T) bool, second_start and labels (B,)."""
+    """One batch, on ``device``: features (L, B, T, E) float32, mask (B, T) bool, second_start and labels (B,).
+
+    ``features`` lives in a buffer the reader reuses: it is valid until the next batch is asked for.
+    """
 
     features: torch.Tensor
     mask: torch.Tensor
@@ -98,6 +101,7 @@ class PartReader:
                 f"({2 * biggest_window / 2**20:.3g} MiB for {len(self.layers)} layers); "
                 "raise --memory-mb or lower --window-pairs")
         self._whole: Optional[_Window] = None
+        self._scratch: Optional[tuple] = None  # reused batch buffers (float16 gather, float32 features)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -151,8 +155,14 @@ class PartReader:
         pad_row = window.rows.shape[1] - 1
         index = np.where(mask, first_row[:, None] + positions[None, :], pad_row)  # (B, T)
         flat = torch.from_numpy(index.reshape(-1)).to(self.device, non_blocking=True)
-        gathered = window.rows.index_select(1, flat)  # (L, B*T, E) float16, where the window is
-        features = gathered.float().view(len(self.layers), len(pairs), width, self.width)  # (L, B, T, E), one cast
+        size = len(self.layers) * flat.numel() * self.width
+        if self._scratch is None or self._scratch[0].numel() < size:  # grown, then reused: fresh pages are slow
+            self._scratch = (torch.empty(size, dtype=window.rows.dtype, device=self.device),
+                             torch.empty(size, dtype=torch.float32, device=self.device))
+        gathered = self._scratch[0][:size].view(len(self.layers), flat.numel(), self.width)
+        torch.index_select(window.rows, 1, flat, out=gathered)  # (L, B*T, E) float16, where the window is
+        features = self._scratch[1][:size].view(len(self.layers), len(pairs), width, self.width)
+        features.copy_(gathered.view(features.shape))  # (L, B, T, E) float32: one cast
         as_tensor = lambda array: torch.from_numpy(array).to(self.device, non_blocking=True)
         return Batch(features=features, mask=as_tensor(mask), second_start=as_tensor(self.second_start[pairs]),
                      labels=as_tensor(self.labels[pairs]), pairs=pairs)
@@ -168,24 +178,37 @@ class PartReader:
 
     def epoch(self, batch_size: int, rng: np.random.Generator) -> Iterator[Batch]:
         """One shuffled epoch (module docstring): every pair once, the order fixed by ``rng``."""
-        block_order = rng.permutation(len(self.blocks))
-        for group, window in self._windows(block_order):
-            pairs, first_rows = self._first_rows(window, group)
-            shuffled = rng.permutation(len(pairs))
-            shuffled = shuffled[np.argsort(self.lengths[pairs[shuffled]], kind="stable")]
-            batches = [shuffled[i : i + batch_size] for i in range(0, len(shuffled), batch_size)]
-            for k in rng.permutation(len(batches)):
-                chosen = batches[k]
-                yield self._batch(window, pairs[chosen], first_rows[chosen])
+        def plan():
+            block_order = rng.permutation(len(self.blocks))
+            for group, window in self._windows(block_order):
+                pairs, first_rows = self._first_rows(window, group)
+                shuffled = rng.permutation(len(pairs))
+                shuffled = shuffled[np.argsort(self.lengths[pairs[shuffled]], kind="stable")]
+                batches = [shuffled[i : i + batch_size] for i in range(0, len(shuffled), batch_size)]
+                for k in rng.permutation(len(batches)):
+                    yield window, pairs[batches[k]], first_rows[batches[k]]
+
+        return self._built_ahead(plan())
 
     def in_order(self, batch_size: int) -> Iterator[Batch]:
         """Every pair once, for prediction: windows in file order, pairs of similar length batched together."""
-        for group, window in self._windows(range(len(self.blocks))):
-            pairs, first_rows = self._first_rows(window, group)
-            order = np.argsort(self.lengths[pairs], kind="stable")
-            for i in range(0, len(order), batch_size):
-                chosen = order[i : i + batch_size]
-                yield self._batch(window, pairs[chosen], first_rows[chosen])
+        def plan():
+            for group, window in self._windows(range(len(self.blocks))):
+                pairs, first_rows = self._first_rows(window, group)
+                order = np.argsort(self.lengths[pairs], kind="stable")
+                for i in range(0, len(order), batch_size):
+                    yield window, pairs[order[i : i + batch_size]], first_rows[order[i : i + batch_size]]
+
+        return self._built_ahead(plan())
+
+    def _built_ahead(self, plan: Iterator[tuple]) -> Iterator[Batch]:
+        """The batches of ``plan``, built one at a time when asked for.
+
+        (Building the next batch in a background thread was measured slower
+        here: on two cores it takes a core from the head's own threads.)
+        """
+        for window, pairs, first_rows in plan:
+            yield self._batch(window, pairs, first_rows)
 
 
 def memory_bytes(megabytes: float) -> int:
