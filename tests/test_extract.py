@@ -214,13 +214,18 @@ def test_damaged_shards_are_named_refused_on_read_and_redone_to_an_undamaged_sto
     reference = extract(dataclasses.replace(config, out=str(tmp_path / "reference")), progress=False,
                         log=lambda line: None)
     store = Path(config.out)
-    truncated = sorted(store.glob("test-de-*.shards/shard-*.h5"))[1]
+    flipped_beside, truncated = sorted(store.glob("test-de-*.shards/shard-*.h5"))[:2]
     flipped = sorted(store.glob("test-en-*.shards/shard-*.h5"))[0]
     with open(truncated, "r+b") as handle:
         handle.truncate(truncated.stat().st_size // 2)
-    data = bytearray(flipped.read_bytes())
-    data[len(data) // 2 : len(data) // 2 + 8] = bytes(255 - byte for byte in data[len(data) // 2 : len(data) // 2 + 8])
-    flipped.write_bytes(bytes(data))
+    for shard in (flipped, flipped_beside):
+        data = bytearray(shard.read_bytes())
+        middle = len(data) // 2
+        data[middle : middle + 8] = bytes(255 - byte for byte in data[middle : middle + 8])
+        shard.write_bytes(bytes(data))
+
+    def named(shard):  # how xfuse verify names a shard: "<part file>: <shard>"
+        return f"{shard.parent.name.removesuffix('.shards')}.h5: {shard.name}: "
 
     def verify():
         try:
@@ -233,21 +238,23 @@ def test_damaged_shards_are_named_refused_on_read_and_redone_to_an_undamaged_sto
 
     code, out, err = verify()
     assert code == 1 and len(err) == 1 and err[0].startswith("xfuse: error: 2 of 2 parts of")
-    assert f"{truncated.name}: " in out and "truncated" in out and f"{flipped.name}: sha256 differs" in out
+    assert named(truncated) + str(truncated.stat().st_size) in out and "truncated" in out
+    assert named(flipped) + "sha256 differs" in out and named(flipped_beside) + "sha256 differs" in out
     with pytest.raises(XfuseError, match=rf"{truncated.name}: damaged shard of test-de-.*\.h5: \d+ bytes, expected"):
         FeatureStore(store).part("test", "de")
 
     lines = []
-    first = extract(config, progress=False, log=lines.append)  # sizes only: redoes the truncated part
+    first = extract(config, progress=False, log=lines.append)  # sizes only: redoes the truncated shard's part
     assert [part.status for part in first.parts] == ["cached", "repaired"]
     assert any("damaged" in line and truncated.name in line for line in lines)
-    code, out, _ = verify()
-    assert code == 1 and truncated.name not in out and flipped.name in out
+    assert first.parts[1].computed_pairs == 8  # only the truncated shard was computed again
+    code, out, _ = verify()  # the kept shard beside it keeps the checksum recorded when it was written
+    assert code == 1 and "truncated" not in out
+    assert named(flipped) + "sha256 differs" in out and named(flipped_beside) + "sha256 differs" in out
     second = extract(dataclasses.replace(config, verify=True), progress=False, log=lambda line: None)
-    assert [part.status for part in second.parts] == ["repaired", "cached"]
+    assert [part.status for part in second.parts] == ["repaired", "repaired"]
     code, out, _ = verify()
     assert code == 0 and "\ndamaged " not in "\n" + out and out.count("ok ") == 2 and "all 2 parts intact" in out
-    assert second.parts[1].computed_pairs == 0 and first.parts[1].computed_pairs == 8  # only the damaged shard
 
     repaired, expected = _contents(store), _contents(reference.store_dir)
     assert sorted(repaired) == sorted(expected)

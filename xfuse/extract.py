@@ -55,8 +55,8 @@ from . import __version__
 from .data import LANGUAGES, SAME_FAMILY_POLICIES, PairSet, load_protocol, protocol_parts, resolve_data_dir
 from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
 from .errors import XfuseError
-from .features import (FORMAT, FeaturePart, part_bytes, part_problems, read_shard_attrs, shard_record, shards_dir,
-                       write_part, write_shard, write_store_settings)
+from .features import (FORMAT, FeaturePart, part_bytes, part_problems, read_shard_attrs, read_shard_records,
+                       shard_record, shards_dir, write_part, write_shard, write_store_settings)
 from .hashing import config_fingerprint
 from .layers import parse_layers
 
@@ -175,6 +175,7 @@ def store_settings(config: ExtractConfig, encoder: Encoder) -> dict:
     """All that changes the features, with its fingerprint."""
     settings = {
         "format": FORMAT,
+        "same_family": config.same_family,  # the training part's rows depend on it
         **encoder.identity(),
         "max_length": int(config.max_length),
         "prefix": encoder.default_prefix if config.prefix is None else config.prefix,
@@ -198,7 +199,7 @@ def _extract_part(encoder: Encoder, pairs: PairSet, store_dir: Path, settings: d
     target = store_dir / f"{part_stem(pairs)}.h5"
     report = dict(name=pairs.name, path=target, pairs=len(pairs), dropped_not_translated=pairs.dropped_not_translated,
                   dropped_empty=pairs.dropped_empty, dropped_unlabelled=pairs.dropped_unlabelled)
-    repaired = False
+    repaired, kept_records = False, {}
     if target.is_file():
         problems = part_problems(target, checksums=config.verify)
         if not problems:
@@ -206,7 +207,9 @@ def _extract_part(encoder: Encoder, pairs: PairSet, store_dir: Path, settings: d
                 if existing.attrs.get("settings_fingerprint") != settings["fingerprint"]:
                     raise XfuseError(f"{target} was made with other settings than {store_dir / 'store.json'}; remove it")
             return PartReport(**report, status="cached", computed_pairs=0, seconds=0.0, bytes=part_bytes(target))
+        kept_records = read_shard_records(target)  # kept shards keep the records made when they were written
         _discard_damaged(target, problems, log)
+        kept_records = {path: record for path, record in kept_records.items() if path.is_file()}
         repaired = True
     shards = shards_dir(target)
     shards.mkdir(parents=True, exist_ok=True)
@@ -238,7 +241,8 @@ def _extract_part(encoder: Encoder, pairs: PairSet, store_dir: Path, settings: d
         if pairs.leakage is not None:
             attrs["leakage"] = json.dumps({key: value for key, value in pairs.leakage.items()
                                            if key != "flagged_positions"}, sort_keys=True)
-        write_part(target, shard_paths, [attrs["num_tokens"] for attrs in expected], metadata, attrs, records)
+        write_part(target, shard_paths, [attrs["num_tokens"] for attrs in expected], metadata, attrs,
+                   kept_records | records)
         seconds = time.perf_counter() - started
     (shards / "lock").unlink(missing_ok=True)
     status = "repaired" if repaired else "resumed" if resumed_pairs else "extracted"

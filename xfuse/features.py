@@ -104,24 +104,33 @@ class FeaturePart:
             self._file = h5py.File(self.path, "r")
         except OSError as error:
             raise XfuseError(f"{self.path}: not a readable HDF5 features file ({error})") from None
+        try:
+            self._open()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _open(self) -> None:
         self.attrs = {key: _plain(value) for key, value in self._file.attrs.items()}
         if self.attrs.get("format") != FORMAT or not self.attrs.get("complete"):
-            self._file.close()
             raise XfuseError(f"{self.path}: not a complete {FORMAT} file")
         damaged = _shard_problems(self.path, self._file, checksums=False)
         if damaged:
-            self._file.close()
             shard, what = damaged[0]
             more = f" (and {len(damaged) - 1} more shard(s))" if len(damaged) > 1 else ""
             raise XfuseError(f"{shard}: damaged shard of {self.path.name}: {what}{more}; "
                              "run the same xfuse extract again to redo the part")
-        pairs = self._file["pairs"]
-        self.offsets = pairs["offset"][:]
-        self.labels = pairs["label"][:]
-        self.second_start = pairs["second_start"][:]
-        self.ids = [value.decode("utf-8") for value in pairs["id"][:]]
-        self.layers = tuple(int(layer) for layer in self.attrs["layers"])
-        self.num_hidden_layers = int(self.attrs["num_hidden_layers"])
+        try:
+            pairs = self._file["pairs"]
+            self.offsets = pairs["offset"][:]
+            self.labels = pairs["label"][:]
+            self.second_start = pairs["second_start"][:]
+            self.ids = [value.decode("utf-8") for value in pairs["id"][:]]
+            self.layers = tuple(int(layer) for layer in self.attrs["layers"])
+            self.num_hidden_layers = int(self.attrs["num_hidden_layers"])
+        except (KeyError, OSError) as error:
+            raise XfuseError(f"{self.path}: unreadable pair metadata ({error}); the store may be damaged: "
+                             "run xfuse verify") from None
 
     @property
     def split(self) -> str:
@@ -239,8 +248,9 @@ class FeatureStore:
             raise XfuseError(f"{self.store_dir}: no complete {split}-{lang} part (have: {have}); run xfuse extract")
         if len(matches) > 1:
             raise XfuseError(
-                f"{self.store_dir}: {len(matches)} versions of {split}-{lang} from different data files "
-                f"({', '.join(p.name for p in matches)}); remove the stale one"
+                f"{self.store_dir}: {len(matches)} versions of {split}-{lang} with different rows (another data "
+                f"file, or other evaluated files changing the leakage check) ({', '.join(p.name for p in matches)}); "
+                "remove the stale one"
             )
         return FeaturePart(matches[0])
 
@@ -369,6 +379,17 @@ def part_problems(part_path: Path, checksums: bool = False) -> list:
             return _shard_problems(part_path, handle, checksums)
     except (OSError, KeyError) as error:
         return [(part_path, f"part file unreadable ({error})")]
+
+
+def read_shard_records(part_path: Path) -> dict:
+    """shard path -> the ``shard_record`` a part file holds for it; empty when the part cannot be read."""
+    try:
+        with h5py.File(part_path, "r") as handle:
+            records = handle["shards"]
+            return {part_path.parent / _plain(name): {"bytes": int(size), "sha256": _plain(digest)}
+                    for name, size, digest in zip(records["name"][:], records["bytes"][:], records["sha256"][:])}
+    except (OSError, KeyError):
+        return {}
 
 
 def _shard_problems(part_path: Path, handle, checksums: bool) -> list:
