@@ -24,6 +24,7 @@ SPEC = {"grids": [{"heads": ["single"], "layers": "each"},
                   {"heads": ["scalar_mix"], "layers": "all"}],
         "seeds": [0, 1], "train": {"max_epochs": 2, "n_resamples": 0, "attention_dim": 8, "batch_size": 16}}
 CONFIGURATIONS = 3 + 4 * 2 + 1  # on the 2-layer tiny encoder
+REPORT_SETTINGS = dict(n_resamples=200, few_shot_ks=(4, 12, 50), few_shot_draws=5)  # 50 > the 24 dev pairs: left out
 
 
 def plan_sweep(folder, tiny_encoder, mini_pawsx, **changes):
@@ -37,7 +38,7 @@ def plan_sweep(folder, tiny_encoder, mini_pawsx, **changes):
 def sweep(tiny_encoder, mini_pawsx, tmp_path_factory):
     plan_path = plan_sweep(tmp_path_factory.mktemp("a") / "sweep", tiny_encoder, mini_pawsx)
     assert not run_local(plan_path, workers=2, progress=False, log=lambda line: None)["failed"]
-    tables = build_report(ReportConfig(plan=str(plan_path), n_resamples=200), log=lambda line: None)
+    tables = build_report(ReportConfig(plan=str(plan_path), **REPORT_SETTINGS), log=lambda line: None)
     out = write_report(tables, plan_path.parent / "report", log=lambda line: None)
     return plan_path, tables, out
 
@@ -71,7 +72,7 @@ def test_bootstrap_p_value():
 def test_csv_holds_every_configuration_language_condition_and_metric(sweep):
     _, _, out = sweep
     rows = read_rows(out)
-    assert len(rows) == CONFIGURATIONS * 3 * 3 * len(REPORT_METRICS)
+    assert len(rows) == CONFIGURATIONS * 3 * 5 * len(REPORT_METRICS)  # 3 languages, 5 conditions
     baseline = [r for r in rows if (r["head"], r["layers"]) == ("single", "2")]
     assert all(r["delta"] == "" and r["p_value"] == "" for r in baseline)
     others = [r for r in rows if (r["head"], r["layers"]) != ("single", "2")]
@@ -85,16 +86,22 @@ def test_values_equal_an_independent_recomputation_from_the_predictions(sweep):
     rows = read_rows(out)
     results = plan_path.parent / "results"
     for head, layers, lang, condition in (("aif", "1_2", "de", "zero_shot_ts"), ("single", "2", "ja", "oracle_ts"),
-                                          ("scalar_mix", "0_1_2", "en", "uncalibrated")):
+                                          ("scalar_mix", "0_1_2", "en", "uncalibrated"),
+                                          ("dlfa", "0_2", "de", "oracle_bias"), ("mean", "1_2", "ja", "zero_shot_bias")):
         values = {metric: [] for metric in ("accuracy", "ece", "nll")}
         for seed in (0, 1):
             folder = results / f"{head}-L{layers}-s{seed}"
             metrics = json.loads((folder / "metrics.json").read_text())
             with np.load(folder / "predictions.npz") as arrays:
                 logits, labels = arrays[f"test-{lang}/logits"], arrays[f"test-{lang}/labels"]
-            temperature = {"uncalibrated": 1.0, "zero_shot_ts": metrics["zero_shot_temperature"],
-                           "oracle_ts": metrics["languages"][lang]["oracle_temperature"]}[condition]
-            probs = softmax(logits.astype(np.float64) / temperature, axis=1)
+            if condition.endswith("_bias"):  # P(y = 1) = sigmoid(a (z1 - z0) + b), the fitted (a, b)
+                fit = (metrics["fits"] if condition.startswith("zero") else metrics["languages"][lang]["fits"])[condition]
+                positive = 1 / (1 + np.exp(-(fit["slope"] * (logits[:, 1] - logits[:, 0]).astype(np.float64) + fit["bias"])))
+                probs = np.stack([1 - positive, positive], axis=1)
+            else:
+                temperature = {"uncalibrated": 1.0, "zero_shot_ts": metrics["zero_shot_temperature"],
+                               "oracle_ts": metrics["languages"][lang]["oracle_temperature"]}[condition]
+                probs = softmax(logits.astype(np.float64) / temperature, axis=1)
             values["accuracy"].append(metrics["languages"][lang][condition]["accuracy"]["value"])
             values["ece"].append(cal.ece(probs, labels, 15))
             values["nll"].append(metrics["languages"][lang][condition]["nll"]["value"])
@@ -111,6 +118,8 @@ def test_markdown_has_every_section_and_the_csv_numbers(sweep):
     for heading in ("# xfuse report", "## Findings", "## Baseline and fusion heads at their best lower layer",
                     "### Uncalibrated",
                     "### Zero-shot temperature scaling", "### Oracle temperature scaling",
+                    "### Zero-shot temperature plus bias", "### Oracle temperature plus bias",
+                    "## Few-shot temperature scaling",
                     "## Changes against the baseline", "### Significant changes across the whole grid",
                     "## Across layers", "### dlfa: ECE", "### single: accuracy", "## Figures", "## Provenance"):
         assert f"\n{heading}\n" in f"\n{text}", heading
@@ -127,13 +136,14 @@ def test_markdown_has_every_section_and_the_csv_numbers(sweep):
     for head, key in tables["best_lower"].items():
         assert f"- `{head}` (lower layer {key[1][0]}) against the baseline: accuracy changes from" in text
     # provenance: data counts per file from the store, versions
-    assert "| ja/test_2k.tsv | 23 | 1 | 0 |" in text and "torch 2.13.0" in text
+    assert "| ja/test_2k.tsv | 23 | 1 | 0 | 0 |" in text and "torch 2.13.0" in text
+    assert "Leakage check of the training file against every evaluated file, by content: 0 exact sentence" in text
 
 
 def test_figures_are_written_and_show_the_tables(sweep):
     _, tables, out = sweep
     names = sorted(path.name for path in (out / "figures").glob("*.png"))
-    assert names == sorted(name for name, *_ in figure_specs(tables)) and len(names) == 6
+    assert names == sorted(name for name, *_ in figure_specs(tables)) and len(names) == 7
     for name in names:
         pixels = mpimg.imread(out / "figures" / name)
         assert pixels.shape[0] > 200 and pixels.shape[1] > 300 and pixels[..., :3].std() > 0.05, name
@@ -169,7 +179,7 @@ def test_an_interrupted_sweep_reports_exactly_as_an_uninterrupted_one(sweep, tmp
     # Same workers, so the same torch threads per task, as the uninterrupted sweep: float sums depend on them.
     outcome = run_local(copy / "plan.json", workers=2, progress=False, log=lambda line: None)
     assert len(outcome["done"]) == CONFIGURATIONS * 2 // 3 and len(outcome["skipped"]) == CONFIGURATIONS * 2 * 2 // 3
-    tables = build_report(ReportConfig(plan=str(copy / "plan.json"), n_resamples=200), log=lambda line: None)
+    tables = build_report(ReportConfig(plan=str(copy / "plan.json"), **REPORT_SETTINGS), log=lambda line: None)
     resumed = write_report(tables, copy / "report", log=lambda line: None)
     assert (resumed / "results.csv").read_text() == (out / "results.csv").read_text()
     before_provenance = lambda path: path.read_text().split("\n## Provenance\n")[0]  # measured times differ
@@ -191,7 +201,7 @@ def test_report_needs_the_baseline_and_finished_tasks(tiny_encoder, mini_pawsx, 
 
 def test_csv_formatting_is_stable():
     text = rows_to_csv([{"head": "aif", "layers": "4_12", "lower_layer": 4, "value": 0.123456789, "significant": True}])
-    assert text.splitlines()[1].startswith("aif,4_12,4,,,,,0.123457,")
+    assert text.splitlines()[1].startswith("aif,4_12,4,,,,,,0.123457,")  # head, layers, lower, seeds, invalid_seeds, lang, condition, metric
 
 
 def test_the_study_reproduce_script_runs_plan_sweep_and_report(tiny_encoder, mini_pawsx, tmp_path):
@@ -220,3 +230,30 @@ def test_languages_in_parallel_processes_give_the_same_rows(sweep):
     plan_path, tables, _ = sweep
     parallel = build_report(ReportConfig(plan=str(plan_path), n_resamples=200, workers=2), log=lambda line: None)
     assert parallel["rows"] == tables["rows"]
+
+
+def test_few_shot_section_equals_a_direct_computation_from_the_predictions(sweep):
+    from xfuse.fewshot import few_shot_ts
+
+    plan_path, tables, out = sweep
+    means = []
+    for seed in (0, 1):
+        with np.load(plan_path.parent / "results" / f"single-L2-s{seed}" / "predictions.npz") as arrays:
+            result = few_shot_ts(arrays["dev-de/logits"], arrays["dev-de/labels"], arrays["test-de/logits"],
+                                 arrays["test-de/labels"], ks=(4, 12), draws=5, seed=0, metrics=("ece",))
+        means.append(result[12]["ece"]["mean"])
+    assert tables["few_shot"][tables["baseline"]]["de"][12]["mean"] == pytest.approx(np.mean(means), rel=1e-12)
+    assert f"| single [2] | de | " in (out / "report.md").read_text()
+    assert f"{np.mean(means):.3f} ± " in (out / "report.md").read_text()
+
+
+def test_reports_on_results_without_the_bias_conditions_leave_them_out(sweep, tmp_path):
+    from xfuse.report import conditions_of
+
+    plan_path, tables, _ = sweep
+    assert tables["conditions"] == ("uncalibrated", "zero_shot_ts", "oracle_ts", "zero_shot_bias", "oracle_bias")
+
+    class Old:
+        metrics = {"languages": {"de": {"uncalibrated": {}, "zero_shot_ts": {}, "oracle_ts": {}}}}
+
+    assert conditions_of([Old()]) == ("uncalibrated", "zero_shot_ts", "oracle_ts")

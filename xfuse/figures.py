@@ -33,7 +33,8 @@ from .report import lookup  # noqa: E402
 METRIC_LABELS = {"accuracy": "accuracy", "ece": "ECE", "adaptive_ece": "adaptive ECE", "smooth_ece": "smooth ECE",
                  "brier": "Brier score", "nll": "NLL", "mce": "MCE", "classwise_ece": "classwise ECE"}
 CONDITION_LABELS = {"uncalibrated": "uncalibrated", "zero_shot_ts": "zero-shot temperature scaling",
-                    "oracle_ts": "oracle temperature scaling"}
+                    "oracle_ts": "oracle temperature scaling", "zero_shot_bias": "zero-shot temperature plus bias",
+                    "oracle_bias": "oracle temperature plus bias"}
 HEAD_MARKERS = {"single": "o", "dlfa": "s", "aif": "^", "concat": "D", "mean": "v", "scalar_mix": "*"}
 
 
@@ -167,6 +168,30 @@ def ece_temperature_figure(tables: dict, metric: str = "ece"):
     return figure
 
 
+def few_shot_figure(tables: dict):
+    """Per language: ECE against k for each configuration, with its zero-shot and oracle levels drawn across."""
+    figure, axes = _grid(len(tables["languages"]))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, lang in zip(axes, tables["languages"]):
+        for (key, table), color in zip(tables["few_shot"].items(), colors):
+            ks = sorted(table[lang])
+            means = np.array([table[lang][k]["mean"] for k in ks])
+            spread = np.array([table[lang][k]["std"] for k in ks])
+            axis.plot(ks, means, marker=HEAD_MARKERS.get(key[0], "o"), color=color, label=configuration_label(key))
+            axis.fill_between(ks, means - spread, means + spread, color=color, alpha=0.15)
+            for condition, style in (("zero_shot_ts", "--"), ("oracle_ts", ":")):
+                axis.axhline(lookup(tables, key, lang, condition, "ece")["value"], color=color, linestyle=style,
+                             linewidth=1)
+        axis.set_xscale("log")
+        axis.set_xlabel("labelled target-language dev examples k")
+        axis.set_ylabel("ECE")
+        axis.set_title(lang)
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8)
+    figure.suptitle("Few-shot temperature scaling: ECE against k (band: spread over draws); "
+                    "dashed: zero-shot TS, dotted: oracle TS")
+    return figure
+
+
 def figure_specs(tables: dict) -> list:
     """(file name, caption, function, arguments) of every figure the tables support."""
     specs = []
@@ -185,6 +210,9 @@ def figure_specs(tables: dict) -> list:
     if "ece" in metrics:
         specs.append(("ece_temperature_scaling.png", "ECE before and after temperature scaling",
                       ece_temperature_figure, ()))
+    if "ece" in metrics and tables.get("few_shot"):
+        specs.append(("few_shot_ts.png", "Few-shot temperature scaling: ECE against the number of target-language "
+                      "labels", few_shot_figure, ()))
     return specs
 
 

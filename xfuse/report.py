@@ -47,19 +47,20 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-from scipy.special import softmax
+from scipy.special import expit
 from scipy.stats import norm
 
 from . import __version__
 from .calibration import METRICS, metric_value, percentile_interval, resample_counts, resampled_metrics
 from .errors import XfuseError
+from .fewshot import DEFAULT_KS, few_shot_ts
 from .sweep import load_plan, sweep_paths, sweep_status
 from .train import CONDITIONS
 
 REPORT_METRICS = ("accuracy", "ece", "adaptive_ece", "smooth_ece", "brier", "nll")
 FUSION_HEADS = ("dlfa", "aif", "concat", "mean")
-CSV_COLUMNS = ("head", "layers", "lower_layer", "seeds", "lang", "condition", "metric", "value", "low", "high",
-               "delta", "delta_low", "delta_high", "p_value", "p_holm", "significant")
+CSV_COLUMNS = ("head", "layers", "lower_layer", "seeds", "invalid_seeds", "lang", "condition", "metric", "value", "low",
+               "high", "delta", "delta_low", "delta_high", "p_value", "p_holm", "significant")
 _LOWER_IS_BETTER = {"accuracy": False}
 
 
@@ -71,6 +72,8 @@ class ReportConfig:
     seed: int = 0
     alpha: float = 0.05
     workers: int = 1  # languages computed in parallel processes
+    few_shot_ks: tuple = DEFAULT_KS  # labelled target-language dev examples of few-shot temperature scaling
+    few_shot_draws: int = 100  # draws of each k (0: no few-shot section)
 
     def validate(self) -> None:
         unknown = [name for name in self.metrics if name not in METRICS]
@@ -138,14 +141,37 @@ def load_runs(plan_path: Path) -> tuple:
     return plan, runs, status
 
 
-def _temperature(run: Run, lang: str, condition: str) -> float:
-    return {"uncalibrated": 1.0, "zero_shot_ts": run.metrics["zero_shot_temperature"],
-            "oracle_ts": run.metrics["languages"][lang]["oracle_temperature"]}[condition]
+def _calibration(run: Run, lang: str, condition: str) -> tuple:
+    """``(slope, bias)`` of a condition on the logit difference: ``P(y = 1) = sigmoid(slope (z1 - z0) + bias)``.
+
+    Uncalibrated is (1, 0); temperature scaling is (1 / T, 0); temperature
+    plus bias is the fitted (a, b) (:mod:`xfuse.temperature`).
+    """
+    if condition == "uncalibrated":
+        return 1.0, 0.0
+    if condition in ("zero_shot_ts", "oracle_ts"):
+        temperature = (run.metrics["zero_shot_temperature"] if condition == "zero_shot_ts"
+                       else run.metrics["languages"][lang]["oracle_temperature"])
+        return 1.0 / temperature, 0.0
+    fit = (run.metrics["fits"] if condition.startswith("zero_shot") else run.metrics["languages"][lang]["fits"])[condition]
+    return fit["slope"], fit["bias"]
+
+
+def calibrated_probabilities(logits: np.ndarray, slope: float, bias: float) -> np.ndarray:
+    """(N, 2) probabilities of two-class logits under ``(slope, bias)`` (see :func:`_calibration`)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    positive = expit(slope * (logits[:, 1] - logits[:, 0]) + bias)
+    return np.stack([1.0 - positive, positive], axis=1)
 
 
 def _probabilities(run: Run, lang: str, condition: str) -> np.ndarray:
-    logits = run.predictions[f"test-{lang}"]["logits"].astype(np.float64)
-    return softmax(logits / _temperature(run, lang, condition), axis=1)
+    return calibrated_probabilities(run.predictions[f"test-{lang}"]["logits"], *_calibration(run, lang, condition))
+
+
+def conditions_of(runs: list) -> tuple:
+    """The conditions every run reports (results made before temperature plus bias lack those two)."""
+    return tuple(condition for condition in CONDITIONS
+                 if all(condition in run.metrics["languages"][lang] for run in runs for lang in run.metrics["languages"]))
 
 
 def _language_rows(job: dict) -> list:
@@ -153,12 +179,12 @@ def _language_rows(job: dict) -> list:
     lang, seeds, baseline_key, metrics, bins = job["lang"], job["seeds"], job["baseline_key"], job["metrics"], job["bins"]
     counts = resample_counts(len(seeds[baseline_key][0][1]), job["n_resamples"], job["seed"])
     rows = []
-    for condition in CONDITIONS:
+    for condition in job["conditions"]:
         resampled = {}
         for key in job["ordered"]:
             per_seed = []
-            for logits, labels, temperatures in seeds[key]:
-                probs = softmax(logits.astype(np.float64) / temperatures[condition], axis=1)
+            for logits, labels, calibrations, _ in seeds[key]:
+                probs = calibrated_probabilities(logits, *calibrations[condition])
                 values = {name: metric_value(name, probs, labels, bins) for name in metrics}
                 per_seed.append((values, resampled_metrics(probs, labels, counts, bins, metrics)))
             resampled[key] = {name: (float(np.mean([values[name] for values, _ in per_seed])),
@@ -169,6 +195,7 @@ def _language_rows(job: dict) -> list:
                 low, high = percentile_interval(samples)
                 row = {"head": key[0], "layers": "_".join(map(str, key[1])), "lower_layer": _lower_layer(key, job["last"]),
                        "seeds": len(seeds[key]), "lang": lang, "condition": condition, "metric": name,
+                       "invalid_seeds": sum(not valid[condition] for *_, valid in seeds[key]),
                        "value": value, "low": low, "high": high}
                 if key != baseline_key:
                     base_value, base_samples = resampled[baseline_key][name]
@@ -194,6 +221,7 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
                          "a sweep to report on must include it")
     ordered = sorted(configurations, key=lambda key: (key != baseline_key, key[0], key[1]))
     languages = list(configurations[baseline_key][0].metrics["languages"])
+    conditions = conditions_of(runs)
     bins = int(plan["train"].get("bins", 15))
     jobs = []
     for number, lang in enumerate(languages):
@@ -205,9 +233,11 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
                 if not np.array_equal(part["ids"], reference["ids"]):
                     raise XfuseError(f"{key[0]} on layers {list(key[1])} (seed {run.seed}): test-{lang} examples "
                                      "differ from the baseline's; were they trained on other features?")
-                temperatures = {condition: _temperature(run, lang, condition) for condition in CONDITIONS}
-                seeds.setdefault(key, []).append((part["logits"], part["labels"], temperatures))
-        jobs.append(dict(lang=lang, seeds=seeds, ordered=ordered, baseline_key=baseline_key, last=last,
+                calibrations = {condition: _calibration(run, lang, condition) for condition in conditions}
+                valid = {condition: run.metrics["languages"][lang][condition].get("valid", True)
+                         for condition in conditions}  # False: an anti-informative fit, a clamp, not a calibration
+                seeds.setdefault(key, []).append((part["logits"], part["labels"], calibrations, valid))
+        jobs.append(dict(lang=lang, seeds=seeds, ordered=ordered, baseline_key=baseline_key, last=last, conditions=conditions,
                          metrics=tuple(config.metrics), n_resamples=int(config.n_resamples),
                          seed=config.seed + number, bins=bins))
     rows = []
@@ -246,13 +276,41 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
                 correct.append(probs.argmax(axis=1) == run.predictions[f"test-{lang}"]["labels"])
             reliability[(key, lang)] = (np.concatenate(confidence), np.concatenate(correct).astype(np.float64))
     index = {_row_key(row["head"], row["layers"], row["lang"], row["condition"], row["metric"]): row for row in rows}
+    few_shot = {}
+    if config.few_shot_draws and "ece" in config.metrics:
+        for key in [baseline_key] + list(best_lower.values()):
+            few_shot[key] = few_shot_table(configurations[key], languages, config, bins)
+        log(f"report: few-shot temperature scaling done ({len(few_shot)} configurations)")
     return {"config": dataclasses.asdict(config), "plan": plan, "status": status, "rows": rows, "index": index,
+            "conditions": conditions, "few_shot": few_shot,
             "provenance": provenance(plan, Path(config.plan), runs),
             "languages": languages, "baseline": baseline_key, "configurations": ordered,
             "best_lower": best_lower, "reliability": reliability, "bins": bins,
             "dev_en_loss": {key: float(np.mean([r.dev_en_loss for r in configurations[key]])) for key in ordered},
             "temperatures": {key: float(np.mean([r.metrics["zero_shot_temperature"] for r in configurations[key]]))
                              for key in ordered}}
+
+
+def few_shot_table(runs: list, languages: list, config: "ReportConfig", bins: int) -> dict:
+    """lang -> k -> ECE of few-shot temperature scaling (:mod:`xfuse.fewshot`), averaged over seeds.
+
+    For each seed the draws' mean and standard deviation are taken; the table
+    holds their means over seeds (``mean``, ``std``) and the mean temperature.
+    A k not below the size of a language's dev set is left out for it.
+    """
+    table = {}
+    for lang in languages:
+        per_k = {}
+        for run in runs:
+            dev, test = run.predictions[f"dev-{lang}"], run.predictions[f"test-{lang}"]
+            usable = [k for k in config.few_shot_ks if k < len(dev["labels"])]  # a k of the whole dev set is the oracle
+            result = few_shot_ts(dev["logits"], dev["labels"], test["logits"], test["labels"], ks=usable,
+                                 draws=config.few_shot_draws, seed=config.seed, metrics=("ece",), bins=bins)
+            for k, entry in result.items():
+                per_k.setdefault(k, []).append((entry["ece"]["mean"], entry["ece"]["std"], entry["temperature"]["mean"]))
+        table[lang] = {k: {"mean": float(np.mean([v[0] for v in values])), "std": float(np.mean([v[1] for v in values])),
+                           "temperature": float(np.mean([v[2] for v in values]))} for k, values in per_k.items()}
+    return table
 
 
 def provenance(plan: dict, plan_path: Path, runs: list) -> dict:
@@ -412,7 +470,8 @@ def write_report(tables: dict, out: Path, log: Callable[[str], None] = print) ->
 
 
 def _cell(row: dict, digits: int = 3) -> str:
-    return f"{row['value']:.{digits}f} [{row['low']:.{digits}f}, {row['high']:.{digits}f}]"
+    mark = " †" if row.get("invalid_seeds") else ""
+    return f"{row['value']:.{digits}f} [{row['low']:.{digits}f}, {row['high']:.{digits}f}]{mark}"
 
 
 def _delta_cell(row: dict, digits: int = 3) -> str:
@@ -454,8 +513,11 @@ def render_markdown(tables: dict, figures: list) -> str:
         "are adjusted by Holm's method within each metric and condition, over every "
         f"configuration and language; `*` marks a change significant at {config['alpha']} after adjustment. "
         "Zero-shot temperature scaling fits one temperature on English dev; oracle temperature scaling fits one "
-        "per language on its own dev set (an upper bound, not a zero-shot result). Binned ECEs are biased upward "
-        "on resamples, so an ECE's interval can lie above its value when the calibration error is small.",
+        "per language on its own dev set (an upper bound, not a zero-shot result); temperature plus bias fits "
+        "`a (z1 - z0) + b` the same two ways, where the results hold it. Binned ECEs are biased upward "
+        "on resamples, so an ECE's interval can lie above its value when the calibration error is small. "
+        "`†` marks a value to which a seed contributes an anti-informative fit (its logits rank the classes the "
+        "wrong way round on the dev set the calibrator was fitted on): a clamp, not a calibration.",
         "",
     ]
     best = tables["best_lower"]
@@ -469,13 +531,29 @@ def render_markdown(tables: dict, figures: list) -> str:
         lines += _table(["head", "best lower layer", "dev-en loss", "zero-shot temperature"],
                         [[head, key[1][0], f"{tables['dev_en_loss'][key]:.4f}", f"{tables['temperatures'][key]:.3f}"]
                          for head, key in best.items()])
-    for condition in CONDITIONS:
+    for condition in tables["conditions"]:
         lines += [f"### {CONDITION_LABELS[condition].capitalize()}", ""]
         body = [[_label(key), lang] + [_cell(lookup(tables, key, lang, condition, metric)) for metric in metrics]
                 for key in shown for lang in languages]
         lines += _table(["configuration", "lang"] + [METRIC_LABELS[m] for m in metrics], body)
+    if tables["few_shot"]:
+        ks = sorted({k for table in tables["few_shot"].values() for per_k in table.values() for k in per_k})
+        lines += ["## Few-shot temperature scaling", "",
+                  f"ECE after a temperature fitted on k labelled examples of the language's own dev set "
+                  f"({config['few_shot_draws']} stratified draws per k; mean over draws, then over seeds, "
+                  "with the draws' standard deviation), between the zero-shot temperature (English dev) and the "
+                  "oracle (all of the language's dev set). Temperature plus bias fits `a (z1 - z0) + b` instead "
+                  "of a temperature alone, zero-shot and oracle, in the tables above.", ""]
+        body = []
+        for key, table in tables["few_shot"].items():
+            for lang in languages:
+                body.append([_label(key), lang, f"{lookup(tables, key, lang, 'zero_shot_ts', 'ece')['value']:.3f}"]
+                            + [f"{table[lang][k]['mean']:.3f} ± {table[lang][k]['std']:.3f}" if k in table[lang] else "-"
+                               for k in ks]
+                            + [f"{lookup(tables, key, lang, 'oracle_ts', 'ece')['value']:.3f}"])
+        lines += _table(["configuration", "lang", "zero-shot TS"] + [f"k = {k}" for k in ks] + ["oracle TS"], body)
     lines += ["## Changes against the baseline", ""]
-    for condition in CONDITIONS:
+    for condition in tables["conditions"]:
         lines += [f"### {CONDITION_LABELS[condition].capitalize()}", ""]
         body = [[_label(key), lang] + [_delta_cell(lookup(tables, key, lang, condition, metric)) for metric in metrics]
                 for key in shown[1:] for lang in languages]
@@ -486,7 +564,7 @@ def render_markdown(tables: dict, figures: list) -> str:
               "other metric a fall.", ""]
     body = []
     for metric in metrics:
-        for condition in CONDITIONS:
+        for condition in tables["conditions"]:
             compared = [row for row in tables["rows"] if row["metric"] == metric and row["condition"] == condition
                         and "delta" in row]
             better = sum(row["significant"] and (row["delta"] > 0) == (metric == "accuracy") for row in compared)

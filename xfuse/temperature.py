@@ -6,15 +6,18 @@ argmax, hence accuracy, never changes. ``T`` is fitted by minimising the mean
 NLL over ``log T`` in [log 0.05, log 20] (bounded scalar search), and kept at
 1 when that does not lower the NLL, so a fitted scaler never raises the NLL
 of the data it was fitted on. Every fit also reports what the bounds hide:
-the NLL-optimal *inverse* temperature ``beta*`` over all reals (the NLL of
-``softmax(beta z)`` is convex in ``beta``), whether the fitted ``T`` sits on a
+the NLL-optimal *inverse* temperature ``beta*`` over [-100, 100], a range
+that holds every useful optimum (the NLL of ``softmax(beta z)`` is convex in
+``beta``, so a bounded search finds it; an optimum at the edge means logits
+that separate the data perfectly or are almost constant), whether the fitted ``T`` sits on a
 bound, and whether ``beta* <= 0``: then the logits rank the classes the wrong
 way round on that data (*anti-informative*), no temperature can calibrate
 them, and the fitted result must not be presented as a calibration.
 
 Temperature plus bias (:class:`BiasScaler`, Platt scaling on the logit
 difference, two classes): ``P(y = 1) = sigmoid(a (z_1 - z_0) + b)``, ``(a, b)``
-fitted by unpenalised logistic regression (scikit-learn's, an NLL fit).
+fitted by logistic regression without a penalty (scikit-learn's, ``C=inf``,
+an NLL fit).
 ``a = 1 / T``; ``b`` moves the decision threshold, so unlike temperature
 scaling it can change predictions, and it can follow a shift in how often a
 transferred model predicts each class. ``(1, 0)`` is the identity, so the fit
@@ -131,7 +134,7 @@ class BiasScaler:
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # lbfgs convergence notes on separable data; the NLL guard follows
-                model = LogisticRegression(penalty=None, tol=1e-10, max_iter=1000).fit(difference, labels)
+                model = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(difference, labels)
             self.slope_, self.bias_ = float(model.coef_[0, 0]), float(model.intercept_[0])
             if self._nll(difference[:, 0], labels, self.slope_, self.bias_) > self.nll_before_:
                 self.slope_, self.bias_ = 1.0, 0.0
