@@ -104,3 +104,20 @@ def test_a_batch_is_valid_until_the_next_one_and_autograd_notices_misuse(part_pa
         next(batches)  # overwrites the shared buffer
         with pytest.raises(RuntimeError, match="modified by an inplace operation"):
             loss.backward()
+
+
+def test_channel_moments_and_standardized_batches(part_path):
+    with FeaturePart(part_path) as part:
+        everything = np.stack([part.read_tokens(layer, 0, len(part)).astype(np.float64) for layer in (2, 0)])
+        for settings in (SMALL, dict(window_pairs=128, memory_bytes=1 << 30)):
+            reader = PartReader(part, [2, 0], **settings)
+            mean, std = reader.channel_moments()
+            np.testing.assert_allclose(mean, everything.mean(axis=1), rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(std, everything.std(axis=1), rtol=1e-8)
+            reader.standardize(mean, std)
+            batch = next(reader.epoch(16, np.random.default_rng(0)))
+            plain = part.read([2, 0], batch.pairs)
+            for position, layer in enumerate((2, 0)):
+                expected = (plain.features[layer].astype(np.float64) - mean[position]) / std[position]
+                expected[~plain.mask] = 0.0
+                np.testing.assert_allclose(batch.features[position].numpy(), expected, rtol=1e-5, atol=1e-5)

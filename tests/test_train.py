@@ -99,3 +99,71 @@ def test_a_small_memory_setting_gives_the_same_result_as_a_large_one(store_of_26
         np.testing.assert_array_equal(first[key], second[key])
     recorded = json.loads((results[0] / "config.json").read_text())["train"]
     assert recorded["memory_mb"] == 1 and recorded["threads"] == 1 and recorded["device"] == "cpu"
+
+
+def test_label_smoothing_is_recorded_and_zero_is_the_plain_loss(tiny_store, tmp_path):
+    import torch
+
+    logits, labels = torch.randn(50, 2, dtype=torch.float64), torch.randint(0, 2, (50,))
+    assert torch.equal(torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.0),
+                       torch.nn.functional.cross_entropy(logits, labels))
+    plain = run(tiny_store, tmp_path / "plain", threads=1)
+    zero = run(tiny_store, tmp_path / "zero", threads=1, label_smoothing=0.0)
+    smoothed = run(tiny_store, tmp_path / "smoothed", threads=1, label_smoothing=0.1)
+    curve = lambda result: json.loads((result / "curve.json").read_text())
+    assert curve(plain) == curve(zero) and curve(plain) != curve(smoothed)
+    assert json.loads((smoothed / "config.json").read_text())["train"]["label_smoothing"] == 0.1
+    with pytest.raises(XfuseError, match=r"--label-smoothing: expected a number in \[0, 1\), got 1.5"):
+        run(tiny_store, tmp_path / "bad", label_smoothing=1.5)
+
+
+def test_metrics_hold_every_condition_with_its_fit(tiny_store, tmp_path):
+    metrics = json.loads((run(tiny_store, tmp_path, threads=1) / "metrics.json").read_text())
+    assert set(metrics["fits"]) == {"zero_shot_ts", "zero_shot_bias"}
+    assert {"temperature", "optimal_inverse_temperature", "bound_hit", "anti_informative"} <= set(metrics["fits"]["zero_shot_ts"])
+    for lang, result in metrics["languages"].items():
+        assert set(CONDITIONS) <= set(result) and set(result["fits"]) == {"oracle_ts", "oracle_bias"}
+        for condition in CONDITIONS:
+            fit = (metrics["fits"] if condition.startswith("zero") else result["fits"]).get(condition)
+            assert result[condition]["valid"] == (fit is None or not fit["anti_informative"])
+
+
+def test_learning_rate_schedules_by_hand():
+    from xfuse.train import learning_rate_factor
+
+    config = TrainConfig(store="x", max_epochs=4, schedule="linear", warmup_epochs=1)
+    factors = [learning_rate_factor(step, config, steps_per_epoch=10) for step in range(40)]
+    assert factors[:3] == pytest.approx([0.1, 0.2, 0.3]) and factors[9] == pytest.approx(1.0)
+    assert factors[10] == pytest.approx(1.0) and factors[25] == pytest.approx(1 - 15 / 30) and factors[39] > 0
+    cosine = TrainConfig(store="x", max_epochs=4, schedule="cosine", warmup_epochs=0)
+    assert learning_rate_factor(0, cosine, 10) == pytest.approx(1.0)
+    assert learning_rate_factor(20, cosine, 10) == pytest.approx(0.5) and learning_rate_factor(40, cosine, 10) == 0.0
+    assert learning_rate_factor(33, TrainConfig(store="x"), 10) == 1.0
+
+
+def test_weight_decay_can_spare_one_dimensional_parameters():
+    from xfuse.heads import build_head
+    from xfuse.train import make_optimizer
+
+    head = build_head("scalar_mix", 8, 3)
+    spared = make_optimizer(head, TrainConfig(store="x", decay_all=False))
+    decayed, free = spared.param_groups
+    assert decayed["weight_decay"] == 0.01 and free["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decayed["params"]) and all(p.ndim < 2 for p in free["params"])
+    assert any(p is head.weights for p in free["params"]) and any(p is head.gamma for p in free["params"])
+    (everything,) = make_optimizer(head, TrainConfig(store="x")).param_groups
+    assert len(everything["params"]) == len(list(head.parameters()))
+
+
+def test_min_epochs_standardize_and_the_recorded_diagnostics(tiny_store, tmp_path):
+    result = run(tiny_store, tmp_path, max_epochs=4, patience=1, min_epochs=3, standardize=True, threads=1,
+                 schedule="cosine", warmup_epochs=1)
+    curve = json.loads((result / "curve.json").read_text())
+    assert len(curve) >= 3
+    metrics = json.loads((result / "metrics.json").read_text())
+    assert metrics["stopped"]["epochs"] == len(curve) and metrics["stopped"]["reason"] in ("patience", "max_epochs")
+    assert {"learned", "loss", "prior_loss", "accuracy_interval", "majority_rate"} <= set(metrics["learned"])
+    profile = metrics["languages"]["de"]["uncalibrated"]["profile"]
+    assert profile["signed_calibration_error"] == pytest.approx(profile["mean_confidence"] - profile["accuracy"])
+    with np.load(result / "standardizer.npz") as saved:
+        assert saved["mean"].shape == (2, 32) and saved["layers"].tolist() == [1, 2] and (saved["std"] > 0).all()

@@ -67,13 +67,19 @@ def _inputs(probs, labels) -> tuple:
     return p1, check_labels(labels, p1.size)
 
 
-def top_label(probs, labels) -> tuple:
-    """(confidence, correct): ``max(p, 1 - p)`` and whether ``argmax`` equals the label.
+def predicted_class(p1) -> np.ndarray:
+    """1 where ``P(y = 1) > 0.5``, else 0: ties go to class 0, as ``argmax`` of two equal logits sends them.
 
-    Ties (p = 0.5) predict class 1, as ``p >= 0.5``.
+    The one tie rule of xfuse: accuracy, top-label confidence, the training
+    curve's accuracy and every diagnostic use it.
     """
+    return (np.asarray(p1) > 0.5).astype(np.int64)
+
+
+def top_label(probs, labels) -> tuple:
+    """(confidence, correct): ``max(p, 1 - p)`` and whether the predicted class (:func:`predicted_class`) is right."""
     p1, y = _inputs(probs, labels)
-    predicted = (p1 >= 0.5).astype(np.int64)
+    predicted = predicted_class(p1)
     return np.where(predicted == 1, p1, 1.0 - p1), (predicted == y).astype(np.float64)
 
 
@@ -280,10 +286,18 @@ def resample_counts(n: int, n_resamples: int, seed: int) -> np.ndarray:
 
     The same multinomial law as ``multinomial(N, [1/N] * N)`` per row, drawn
     as uniform indices and counted with one ``bincount`` (a tenth of the time).
+    The last few are cached (read-only): every condition of a test part reuses them.
     """
+    return _cached_counts(int(n), int(n_resamples), int(seed))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_counts(n: int, n_resamples: int, seed: int) -> np.ndarray:
     draws = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
     flat = (draws + (np.arange(n_resamples) * n)[:, None]).ravel()
-    return np.bincount(flat, minlength=n_resamples * n).reshape(n_resamples, n)
+    counts = np.bincount(flat, minlength=n_resamples * n).reshape(n_resamples, n)
+    counts.flags.writeable = False
+    return counts
 
 
 def resampled_metrics(probs, labels, counts: np.ndarray, bins: int = DEFAULT_BINS, names=tuple(METRICS)) -> dict:
@@ -306,8 +320,8 @@ def resampled_metrics(probs, labels, counts: np.ndarray, bins: int = DEFAULT_BIN
 
     def binned(forecast, outcome, edges):
         membership = np.eye(len(edges) - 1)[_bin_index(forecast, edges)]  # (N, K)
-        gap = weights @ (membership * (forecast - outcome)[:, None])  # (R, K): n_b (conf_b - acc_b) / N
-        mass = weights @ membership
+        both = weights @ np.hstack([membership * (forecast - outcome)[:, None], membership])  # (R, 2K), one product
+        gap, mass = both[:, : membership.shape[1]], both[:, membership.shape[1] :]  # n_b (conf_b - acc_b) / N, n_b / N
         return np.abs(gap).sum(axis=1), np.max(np.where(mass > 0, np.abs(gap) / np.where(mass > 0, mass, 1), 0), axis=1)
 
     values = {}
@@ -318,7 +332,7 @@ def resampled_metrics(probs, labels, counts: np.ndarray, bins: int = DEFAULT_BIN
             values[name] = weights @ -np.log(np.clip(np.where(y == 1, p1, 1.0 - p1), _EPS, 1.0))
         elif name == "brier":
             values[name] = weights @ (p1 - y) ** 2
-        elif name in ("ece", "mce"):
+        elif name in ("ece", "mce") and name not in values:
             values["ece"], values["mce"] = binned(confidence, correct, bin_edges(confidence, bins))
         elif name == "adaptive_ece":
             values[name], _ = binned(confidence, correct, bin_edges(confidence, bins, equal_mass=True))

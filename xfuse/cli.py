@@ -127,8 +127,19 @@ def verify(store, cache_dir, quiet):
               help="Features held in memory per part: the whole part when it fits, else two windows at a time.")
 @click.option("--window-pairs", type=int, default=1024, show_default=True,
               help="Pairs shuffled together within an epoch (blocks of 64 consecutive pairs, permuted).")
+@click.option("--label-smoothing", type=float, default=0.0, show_default=True,
+              help="Label smoothing of the training loss (Ahuja et al. 2022 use 0.1); epochs are still chosen by NLL.")
+@click.option("--min-epochs", type=int, default=0, show_default=True, help="Patience counts only after this many epochs.")
+@click.option("--schedule", type=click.Choice(["constant", "linear", "cosine"]), default="constant", show_default=True,
+              help="Learning rate per step: constant, or warm-up then linear or cosine decay to 0 at --epochs.")
+@click.option("--warmup-epochs", type=float, default=0.0, show_default=True, help="Linear warm-up length (with a schedule).")
+@click.option("--standardize/--no-standardize", default=False, show_default=True,
+              help="Each stored channel to zero mean, unit variance with train-en statistics (saved with the run).")
+@click.option("--decay-all/--no-decay-1d", default=True, show_default=True,
+              help="Weight decay on every parameter, or not on 1-D ones (biases, norms, mixing weights).")
 def train_heads(layers, head, seed, store, cache_dir, pooling, max_epochs, patience, batch_size, learning_rate,
-                bins, n_resamples, out, device, threads, memory_mb, window_pairs):
+                bins, n_resamples, out, device, threads, memory_mb, window_pairs, label_smoothing, min_epochs, schedule,
+                warmup_epochs, standardize, decay_all):
     """Train a head on cached features; score it per language before and after temperature scaling."""
     from .features import find_store
     from .train import TrainConfig, train_heads as run_train
@@ -136,7 +147,9 @@ def train_heads(layers, head, seed, store, cache_dir, pooling, max_epochs, patie
     config = TrainConfig(store=str(store or find_store(cache_dir)), layers=layers, head=head, seed=seed, pooling=pooling,
                          max_epochs=max_epochs, patience=patience, batch_size=batch_size,
                          learning_rate=learning_rate, bins=bins, n_resamples=n_resamples, out=out, device=device,
-                         threads=threads, memory_mb=memory_mb, window_pairs=window_pairs)
+                         threads=threads, memory_mb=memory_mb, window_pairs=window_pairs,
+                         label_smoothing=label_smoothing, min_epochs=min_epochs, schedule=schedule,
+                         warmup_epochs=warmup_epochs, standardize=standardize, decay_all=decay_all)
     run_train(config)
 
 
@@ -231,11 +244,20 @@ def run_task_command(plan_path, index, device, threads):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the resamples.")
 @click.option("--workers", type=int, default=lambda: os.cpu_count() or 1, show_default="the CPU count",
               help="Languages computed at once, in separate processes.")
-def report(plan_path, out, n_resamples, alpha, seed, workers):
+@click.option("--few-shot-ks", default="10,50,100,500", show_default=True,
+              help="Labelled target-language dev examples of few-shot temperature scaling.")
+@click.option("--few-shot-draws", type=int, default=100, show_default=True,
+              help="Stratified draws of each k (0: no few-shot section).")
+def report(plan_path, out, n_resamples, alpha, seed, workers, few_shot_ks, few_shot_draws):
     """Tables (CSV, Markdown) and figures of a sweep's results, with paired tests against the baseline."""
     from .report import ReportConfig, build_report, write_report
 
-    config = ReportConfig(plan=plan_path, n_resamples=n_resamples, alpha=alpha, seed=seed, workers=workers)
+    try:
+        ks = tuple(int(k) for k in _comma_list(few_shot_ks))
+    except ValueError:
+        raise XfuseError(f"--few-shot-ks: expected comma-separated integers, got {few_shot_ks!r}") from None
+    config = ReportConfig(plan=plan_path, n_resamples=n_resamples, alpha=alpha, seed=seed, workers=workers,
+                          few_shot_ks=ks, few_shot_draws=few_shot_draws)
     tables = build_report(config, log=click.echo)
     write_report(tables, Path(out) if out else Path(plan_path).parent / "report", log=click.echo)
 

