@@ -15,14 +15,12 @@ much memory the reader may use. The reader holds the rows of the needed
 layers either for the whole part (read once, when they fit in
 ``memory_bytes``) or for at most two windows (the one in use and the next,
 read by a background thread while the head computes), plus one batch's
-buffers. Rows stay float16 (the stored dtype) in one ``(L, tokens + 1, E)``
-buffer per window whose last row is zeros, on the head's device (so on a GPU,
-``memory_bytes`` bounds GPU memory too, and batches are gathered there); a
-batch is one ``index_select`` of that buffer along the token axis (padding
-points at the zero row), giving ``(L, B * T, E)``, and one cast to float32,
-viewed as ``(L, B, T, E)``. A whole part whose float32 rows also fit in
-``memory_bytes`` is converted once while it is read and held as float32, so
-its batches are the gather alone.
+buffers. Rows stay float16 (the
+stored dtype) in one ``(L, tokens + 1, E)`` buffer per window whose last row
+is zeros, on the head's device (so on a GPU, ``memory_bytes`` bounds GPU
+memory too, and batches are gathered there); a batch is one ``index_select`` of that buffer along the token axis
+(padding points at the zero row), giving ``(L, B * T, E)``, and one cast to
+float32, viewed as ``(L, B, T, E)``.
 
 Prediction reads windows of consecutive blocks in file order and batches
 pairs of similar length together; logits come back in the part's order.
@@ -100,8 +98,6 @@ class PartReader:
         block_tokens = np.array([self.offsets[b] - self.offsets[a] for a, b in self.blocks])
         biggest_window = np.sort(block_tokens)[::-1][: self.blocks_per_window].sum() * bytes_per_token
         self.resident = self.part_bytes <= memory_bytes
-        # A whole part held in memory is held as float32 when that fits too: batches then need no cast.
-        self.hold_float32 = self.resident and self.part_bytes * 4 // self.dtype.itemsize <= memory_bytes
         if not self.resident and 2 * biggest_window > memory_bytes:
             raise XfuseError(
                 f"--memory-mb: {memory_bytes / 2**20:.3g} MiB cannot hold two windows of {self.name} "
@@ -117,17 +113,14 @@ class PartReader:
     def load(self) -> None:
         """Read the whole part now, if it is to be held in memory (else windows are read as they are needed)."""
         if self.resident and self._whole is None:
-            self._whole = self._read([(0, len(self))], torch.float32 if self.hold_float32 else None)
+            self._whole = self._read([(0, len(self))])
 
     # -- reading -------------------------------------------------------------------------------------------
 
-    def _read(self, blocks: Sequence[tuple], dtype: Optional[torch.dtype] = None) -> _Window:
-        """The rows of ``blocks`` ((first, stop) pair ranges) for every layer, in the order given.
-
-        ``dtype`` (default: the stored one) is what HDF5 converts them to while reading.
-        """
+    def _read(self, blocks: Sequence[tuple]) -> _Window:
+        """The rows of ``blocks`` ((first, stop) pair ranges) for every layer, in the order given."""
         tokens = sum(int(self.offsets[b] - self.offsets[a]) for a, b in blocks)
-        rows = torch.empty((len(self.layers), tokens + 1, self.width), dtype=dtype or TORCH_DTYPES[self.dtype.name])
+        rows = torch.empty((len(self.layers), tokens + 1, self.width), dtype=TORCH_DTYPES[self.dtype.name])
         rows[:, tokens] = 0
         array = rows.numpy()
         starts, cursor = {}, 0
@@ -190,16 +183,13 @@ class PartReader:
         index = np.where(mask, first_row[:, None] + positions[None, :], pad_row)  # (B, T)
         flat = torch.from_numpy(index.reshape(-1)).to(self.device, non_blocking=True)
         size = len(self.layers) * flat.numel() * self.width
-        if self._scratch is None or self._scratch[1].numel() < size:  # grown, then reused: fresh pages are slow
-            self._scratch = (torch.empty(size, dtype=TORCH_DTYPES[self.dtype.name], device=self.device),
+        if self._scratch is None or self._scratch[0].numel() < size:  # grown, then reused: fresh pages are slow
+            self._scratch = (torch.empty(size, dtype=window.rows.dtype, device=self.device),
                              torch.empty(size, dtype=torch.float32, device=self.device))
+        gathered = self._scratch[0][:size].view(len(self.layers), flat.numel(), self.width)
+        torch.index_select(window.rows, 1, flat, out=gathered)  # (L, B*T, E) float16, where the window is
         features = self._scratch[1][:size].view(len(self.layers), len(pairs), width, self.width)
-        if window.rows.dtype == torch.float32:  # a whole part held as float32: the gather is the batch
-            torch.index_select(window.rows, 1, flat, out=features.view(len(self.layers), flat.numel(), self.width))
-        else:
-            gathered = self._scratch[0][:size].view(len(self.layers), flat.numel(), self.width)
-            torch.index_select(window.rows, 1, flat, out=gathered)  # (L, B*T, E) float16, where the window is
-            features.copy_(gathered.view(features.shape))  # (L, B, T, E) float32: one cast
+        features.copy_(gathered.view(features.shape))  # (L, B, T, E) float32: one cast
         as_tensor = lambda array: torch.from_numpy(array).to(self.device, non_blocking=True)
         mask_tensor = as_tensor(mask)
         if self._standard is not None:
