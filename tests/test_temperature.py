@@ -21,11 +21,14 @@ def test_recovers_a_known_temperature(temperature):
     assert scaler.temperature_ == pytest.approx(temperature, rel=0.05)
 
 
+def random_logits(seed: int) -> tuple:
+    rng = np.random.default_rng(seed)
+    return rng.normal(0, rng.uniform(0.1, 5), size=(300, 2)), rng.integers(0, 2, 300)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_never_raises_the_nll_it_was_fitted_on(seed):
-    rng = np.random.default_rng(seed)
-    logits = rng.normal(0, rng.uniform(0.1, 5), size=(300, 2))
-    labels = rng.integers(0, 2, 300)
+    logits, labels = random_logits(seed)
     scaler = TemperatureScaler().fit(logits, labels)
     assert scaler.nll_after_ <= scaler.nll_before_ + 1e-12
     assert scaled_nll(scaler.transform(logits), labels, 1.0) == pytest.approx(scaler.nll_after_)
@@ -100,9 +103,6 @@ def test_bias_scaler_recovers_a_known_slope_and_bias(slope, bias):
 def test_bias_scaler_never_raises_the_nll_it_was_fitted_on(seed):
     from xfuse.temperature import BiasScaler
 
-    rng = np.random.default_rng(seed)
-    logits = rng.normal(0, rng.uniform(0.1, 5), size=(300, 2))
-    labels = rng.integers(0, 2, 300)
-    scaler = BiasScaler().fit(logits, labels)
+    scaler = BiasScaler().fit(*random_logits(seed))
     assert scaler.nll_after_ <= scaler.nll_before_ + 1e-12
     assert BiasScaler().fit(*anti_informative(n=2000, seed=seed)).diagnostics()["anti_informative"]
