@@ -8,10 +8,13 @@ languages (PAWS-X)?
 One module per stage, each a pure core under a thin ``xfuse`` command:
 
 - :mod:`xfuse.extract` caches every layer's token features of a frozen
-  encoder to HDF5 (layout in :mod:`xfuse.features`);
-- :mod:`xfuse.train` trains a head of :mod:`xfuse.heads` on them and scores it
-  per language with :mod:`xfuse.calibration`, before and after
-  :mod:`xfuse.temperature` scaling;
+  encoder to HDF5 (layout in :mod:`xfuse.features`), after the data of
+  :mod:`xfuse.data` passes the content-level checks of :mod:`xfuse.leakage`;
+- :mod:`xfuse.train` trains a head of :mod:`xfuse.heads` on them, read through
+  :mod:`xfuse.loader` in bounded memory, says what the run did
+  (:mod:`xfuse.diagnostics`) and scores it per language with
+  :mod:`xfuse.calibration`, before and after the calibrators of
+  :mod:`xfuse.temperature` (few-shot temperature scaling in :mod:`xfuse.fewshot`);
 - :mod:`xfuse.sweep` plans and runs grids of layer combinations, locally or
   as SLURM arrays (:mod:`xfuse.slurm`);
 - :mod:`xfuse.report` turns a sweep's results into tables, paired tests and
