@@ -120,7 +120,7 @@ def verify(store, cache_dir, quiet):
               help="Bootstrap resamples for the 95% intervals (0 for none).")
 @click.option("--out", default="results", show_default=True, help="Folder of result directories.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where the head trains and predicts (features move there batch by batch); auto: cuda if present.")
+              help="Where the head trains and predicts (features move there window by window); auto: cuda if present.")
 @click.option("--threads", type=int, default=0, show_default="the cores this process may use",
               help="Torch CPU threads; results depend on it, so it is recorded.")
 @click.option("--memory-mb", type=float, default=2048, show_default=True,
