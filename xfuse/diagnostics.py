@@ -33,7 +33,7 @@ import numpy as np
 from scipy.special import log_softmax
 from scipy.stats import norm
 
-from .calibration import predicted_class, resample_counts
+from .calibration import check_probs, predicted_class, resample_counts, top_label
 
 
 def stopping(curve: list, max_epochs: int, patience: int, window: int = 3, tolerance: float = 1e-3) -> dict:
@@ -84,11 +84,8 @@ def learned(dev_logits, dev_labels, train_base_rate: float, n_resamples: int = 1
 
 def prediction_profile(probs, labels) -> dict:
     """Predicted positive rate, mean top-label confidence, accuracy and signed calibration error."""
-    p1 = np.asarray(probs, dtype=np.float64)
-    p1 = p1[:, 1] if p1.ndim == 2 else p1
-    labels = np.asarray(labels, dtype=np.int64)
-    predicted = predicted_class(p1)
-    confidence = np.where(predicted == 1, p1, 1.0 - p1)
-    accuracy = float((predicted == labels).mean())
-    return {"positive_rate": float(predicted.mean()), "mean_confidence": float(confidence.mean()),
-            "accuracy": accuracy, "signed_calibration_error": float(confidence.mean() - accuracy)}
+    confidence, correct = top_label(probs, labels)
+    accuracy = float(correct.mean())
+    return {"positive_rate": float(predicted_class(check_probs(probs)).mean()),
+            "mean_confidence": float(confidence.mean()), "accuracy": accuracy,
+            "signed_calibration_error": float(confidence.mean() - accuracy)}

@@ -55,8 +55,8 @@ from . import __version__
 from .data import LANGUAGES, SAME_FAMILY_POLICIES, PairSet, load_protocol, protocol_parts, resolve_data_dir
 from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
 from .errors import XfuseError
-from .features import (FORMAT, FeaturePart, part_bytes, part_problems, read_shard_attrs, read_shard_records,
-                       shard_record, shards_dir, write_part, write_shard, write_store_settings)
+from .features import (FORMAT, part_bytes, part_problems, read_file_attrs, read_shard_records, shard_record,
+                       shards_dir, write_part, write_shard, write_store_settings)
 from .hashing import config_fingerprint
 from .layers import parse_layers
 
@@ -202,10 +202,9 @@ def _extract_part(encoder: Encoder, pairs: PairSet, store_dir: Path, settings: d
     repaired, kept_records = False, {}
     if target.is_file():
         problems = part_problems(target, checksums=config.verify)
-        if not problems:
-            with FeaturePart(target) as existing:
-                if existing.attrs.get("settings_fingerprint") != settings["fingerprint"]:
-                    raise XfuseError(f"{target} was made with other settings than {store_dir / 'store.json'}; remove it")
+        if not problems:  # part_problems has read the file: only its fingerprint is left to check
+            if (read_file_attrs(target) or {}).get("settings_fingerprint") != settings["fingerprint"]:
+                raise XfuseError(f"{target} was made with other settings than {store_dir / 'store.json'}; remove it")
             return PartReport(**report, status="cached", computed_pairs=0, seconds=0.0, bytes=part_bytes(target))
         kept_records = read_shard_records(target)  # kept shards keep the records made when they were written
         _discard_damaged(target, problems, log)
@@ -223,7 +222,7 @@ def _extract_part(encoder: Encoder, pairs: PairSet, store_dir: Path, settings: d
         shard_size = int(config.shard_size)
         shard_paths = [shards / f"shard-{k:05d}.h5" for k in range(math.ceil(len(pairs) / shard_size))]
         expected = [_shard_attrs(settings, pairs, k, shard_size, offsets) for k in range(len(shard_paths))]
-        done = [read_shard_attrs(path) == attrs if path.is_file() else False
+        done = [read_file_attrs(path) == attrs if path.is_file() else False
                 for path, attrs in zip(shard_paths, expected)]
         resumed_pairs = sum(attrs["stop"] - attrs["first"] for attrs, ok in zip(expected, done) if ok)
         todo = [(path, attrs) for path, attrs, ok in zip(shard_paths, expected, done) if not ok]

@@ -306,8 +306,8 @@ def write_shard(path: Path, rows: np.ndarray, layers: Sequence[int], attrs: dict
     os.replace(temporary, path)
 
 
-def read_shard_attrs(path: Path) -> Optional[dict]:
-    """A shard's attributes, or None when the file cannot be read."""
+def read_file_attrs(path: Path) -> Optional[dict]:
+    """An HDF5 file's attributes (a shard's or a part's), or None when the file cannot be read."""
     try:
         with h5py.File(path, "r") as handle:
             return {key: _plain(value) for key, value in handle.attrs.items()}

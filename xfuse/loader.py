@@ -157,8 +157,9 @@ class PartReader:
         """
         total = np.zeros((len(self.layers), self.width))
         squares = np.zeros((len(self.layers), self.width))
-        for first in range(0, len(self.blocks), 16):
-            begin, end = int(self.offsets[self.blocks[first][0]]), int(self.offsets[self.blocks[min(first + 16, len(self.blocks)) - 1][1]])
+        step = 16 * BLOCK_PAIRS  # pairs read at once
+        for first in range(0, len(self), step):
+            begin, end = int(self.offsets[first]), int(self.offsets[min(first + step, len(self))])
             for position, layer in enumerate(self.layers):
                 rows = self.part._rows(layer, begin, end).astype(np.float64)
                 total[position] += rows.sum(axis=0)
@@ -220,7 +221,7 @@ class PartReader:
                     yield window, pairs[batches[k]], first_rows[batches[k]]
                 del window  # before the next window is asked for: at most two are held
 
-        return self._built_ahead(plan())
+        return self._batches(plan())
 
     def in_order(self, batch_size: int) -> Iterator[Batch]:
         """Every pair once, for prediction: windows in file order, pairs of similar length batched together."""
@@ -232,10 +233,10 @@ class PartReader:
                     yield window, pairs[order[i : i + batch_size]], first_rows[order[i : i + batch_size]]
                 del window  # before the next window is asked for: at most two are held
 
-        return self._built_ahead(plan())
+        return self._batches(plan())
 
-    def _built_ahead(self, plan: Iterator[tuple]) -> Iterator[Batch]:
-        """The batches of ``plan``, built one at a time when asked for.
+    def _batches(self, plan: Iterator[tuple]) -> Iterator[Batch]:
+        """The batches of ``plan`` ((window, pairs, first rows) triples), built one at a time when asked for.
 
         (Building the next batch in a background thread was measured slower
         here: on two cores it takes a core from the head's own threads.)

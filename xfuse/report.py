@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-from scipy.special import expit
 from scipy.stats import norm
 
 from . import __version__
@@ -55,6 +54,7 @@ from .calibration import METRICS, metric_value, percentile_interval, resample_co
 from .errors import XfuseError
 from .fewshot import DEFAULT_KS, few_shot_ts
 from .sweep import load_plan, sweep_paths, sweep_status
+from .temperature import logit_difference_probabilities
 from .train import CONDITIONS
 
 REPORT_METRICS = ("accuracy", "ece", "adaptive_ece", "smooth_ece", "brier", "nll")
@@ -157,15 +157,8 @@ def _calibration(run: Run, lang: str, condition: str) -> tuple:
     return fit["slope"], fit["bias"]
 
 
-def calibrated_probabilities(logits: np.ndarray, slope: float, bias: float) -> np.ndarray:
-    """(N, 2) probabilities of two-class logits under ``(slope, bias)`` (see :func:`_calibration`)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    positive = expit(slope * (logits[:, 1] - logits[:, 0]) + bias)
-    return np.stack([1.0 - positive, positive], axis=1)
-
-
 def _probabilities(run: Run, lang: str, condition: str) -> np.ndarray:
-    return calibrated_probabilities(run.predictions[f"test-{lang}"]["logits"], *_calibration(run, lang, condition))
+    return logit_difference_probabilities(run.predictions[f"test-{lang}"]["logits"], *_calibration(run, lang, condition))
 
 
 def conditions_of(runs: list) -> tuple:
@@ -184,7 +177,7 @@ def _language_rows(job: dict) -> list:
         for key in job["ordered"]:
             per_seed = []
             for logits, labels, calibrations, _ in seeds[key]:
-                probs = calibrated_probabilities(logits, *calibrations[condition])
+                probs = logit_difference_probabilities(logits, *calibrations[condition])
                 values = {name: metric_value(name, probs, labels, bins) for name in metrics}
                 per_seed.append((values, resampled_metrics(probs, labels, counts, bins, metrics)))
             resampled[key] = {name: (float(np.mean([values[name] for values, _ in per_seed])),

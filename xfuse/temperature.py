@@ -117,6 +117,17 @@ class TemperatureScaler:
         return np.exp(log_softmax(self.transform(logits), axis=1))
 
 
+def logit_difference_probabilities(logits, slope: float, bias: float) -> np.ndarray:
+    """(N, 2) probabilities ``P(y = 1) = sigmoid(slope (z1 - z0) + bias)`` of two-class logits.
+
+    (1, 0) is the plain softmax, (1 / T, 0) temperature scaling, the fitted
+    (a, b) temperature plus bias.
+    """
+    logits = _check_logits(logits)
+    positive = expit(slope * (logits[:, 1] - logits[:, 0]) + bias)
+    return np.stack([1.0 - positive, positive], axis=1)
+
+
 class BiasScaler:
     """Temperature plus bias on the logit difference (module docstring); two classes; ``__init__`` stores nothing."""
 
@@ -150,9 +161,7 @@ class BiasScaler:
     def predict_proba(self, logits) -> np.ndarray:
         if not hasattr(self, "slope_"):
             raise XfuseError("BiasScaler: call fit before predict_proba")
-        logits = _check_logits(logits)
-        positive = expit(self.slope_ * (logits[:, 1] - logits[:, 0]) + self.bias_)
-        return np.stack([1.0 - positive, positive], axis=1)
+        return logit_difference_probabilities(logits, self.slope_, self.bias_)
 
     def diagnostics(self) -> dict:
         return {"slope": self.slope_, "bias": self.bias_, "temperature": 1.0 / self.slope_ if self.slope_ > 0 else None,

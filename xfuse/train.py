@@ -244,7 +244,7 @@ def _train_and_score(config, store, layers, head, languages, reader, started, lo
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate_factor(step, config, steps_per_epoch))
     rng = np.random.default_rng(config.seed)
-    curve, best = [], (float("inf"), None, -1)
+    curve, best = [], (float("inf"), None, -1, None)
     for epoch in range(config.max_epochs):
         head.train()
         losses = []
@@ -264,7 +264,7 @@ def _train_and_score(config, store, layers, head, languages, reader, started, lo
         log(f"epoch {epoch + 1}: train loss {curve[-1]['train_loss']:.4f}, dev-en loss {dev_loss:.4f}, "
             f"accuracy {curve[-1]['dev_en_accuracy']:.3f}")
         if dev_loss < best[0]:
-            best = (dev_loss, copy.deepcopy(head.state_dict()), epoch + 1)
+            best = (dev_loss, copy.deepcopy(head.state_dict()), epoch + 1, dev_logits)
         elif epoch + 1 >= config.min_epochs and epoch + 1 - best[2] >= config.patience:
             break
     head.load_state_dict(best[1])
@@ -273,7 +273,7 @@ def _train_and_score(config, store, layers, head, languages, reader, started, lo
     training = time.perf_counter() - started
     evaluation_started = time.perf_counter()
 
-    logits = {"dev-en": predict(head, calibration, config.batch_size)}
+    logits = {"dev-en": best[3]}  # predicted with the selected weights in eval mode when that epoch ended
     labels = {"dev-en": calibration.labels}
     ids = {"dev-en": calibration.ids}
     for lang in languages:
