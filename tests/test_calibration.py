@@ -136,7 +136,7 @@ def test_vectorised_bootstrap_equals_metrics_of_explicit_resamples():
                 direct[name].append(np.sum(gaps * sizes) / t.size)
             elif name == "smooth_ece":
                 direct[name].append(cal.smooth_ece_at(*cal.top_label(q, t), sigma))
-            elif name in ("ece", "mce", "classwise_ece"):
+            elif name in cal._BINNED:
                 direct[name].append(metric(q, t, 10))
             else:
                 direct[name].append(metric(q, t))
@@ -164,3 +164,37 @@ def test_resampled_kernel_sums_equal_the_direct_kernel_sums(sigma):
     (sums,) = cal._kernel_sums(points, (weights,), sigma, mesh)
     direct = np.stack([cal._kernel_sum(points, row, sigma, mesh) for row in weights])
     np.testing.assert_allclose(sums, direct, rtol=1e-10, atol=1e-9)
+
+
+def test_selective_prediction_auroc_against_scikit_learn():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(11)
+    p1 = np.round(rng.random(700), 2)  # rounded: many tied confidences, which count one half
+    y = (rng.random(700) < p1).astype(int)
+    confidence, correct = cal.top_label(p1, y)
+    assert cal.auroc(p1, y) == pytest.approx(roc_auc_score(correct, confidence), abs=1e-12)
+    assert np.isnan(cal.auroc(np.array([0.9, 0.8]), [1, 1]))  # all right: undefined
+
+
+def test_risk_coverage_area_hand_computed():
+    # confidences 0.9 (right), 0.8 (wrong), 0.7 (right), 0.6 (wrong): risks at coverage 1..4 are 0, 1/2, 1/3, 2/4
+    p1, y = np.array([0.9, 0.2, 0.7, 0.4]), np.array([1, 1, 1, 1])
+    assert cal.aurc(p1, y) == pytest.approx((0 + 1 / 2 + 1 / 3 + 2 / 4) / 4)
+    # a tie of the two middle ones: they enter together at coverage 3 with risk 1/3, each counted
+    p1 = np.array([0.9, 0.3, 0.7, 0.4])
+    assert cal.aurc(p1, y) == pytest.approx((0 + 1 / 3 + 1 / 3 + 2 / 4) / 4)
+    assert cal.aurc(np.array([0.9, 0.8]), [1, 1]) == 0.0
+
+
+def test_signed_error_and_brier_parts():
+    p1, y = np.array([0.9, 0.2, 0.6, 0.6]), np.array([1, 1, 0, 1])
+    # confidences 0.9, 0.8, 0.6, 0.6; right 1, 0, 0, 1
+    assert cal.signed_calibration_error(p1, y) == pytest.approx((0.9 + 0.8 + 0.6 + 0.6) / 4 - 0.5)
+    rng = np.random.default_rng(2)
+    q = rng.random(300)
+    t = (rng.random(300) < q).astype(int)
+    assert cal.brier_reliability(q, t, 10) + cal.brier_refinement(q, t, 10) == pytest.approx(cal.brier(q, t), abs=1e-15)
+    assert cal.brier_reliability(q, t, 10) == pytest.approx(cal.brier_decomposition(q, t, 10)["reliability"])
+    # two bins of P(y=1) with constant forecasts 0.25 (frequency 1/2) and 0.75 (frequency 1): 2 (0.25^2 + 0.25^2) / 4
+    assert cal.brier_reliability(np.array([0.25, 0.25, 0.75, 0.75]), [0, 1, 1, 1], 2) == pytest.approx(0.0625)

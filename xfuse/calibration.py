@@ -191,6 +191,88 @@ def brier_decomposition(probs, labels, bins: int = DEFAULT_BINS) -> dict:
     }
 
 
+def signed_calibration_error(probs, labels) -> float:
+    """Mean top-label confidence minus accuracy: > 0 overconfident, < 0 underconfident."""
+    confidence, correct = top_label(probs, labels)
+    return float(np.mean(confidence - correct))
+
+
+def brier_reliability(probs, labels, bins: int = DEFAULT_BINS) -> float:
+    """The calibration part of the Brier score: ``sum_b n_b (p_b - o_b)^2 / N`` over equal-width bins of ``P(y=1)``.
+
+    The same term as :func:`brier_decomposition`'s ``reliability``.
+    """
+    return brier_decomposition(probs, labels, bins)["reliability"]
+
+
+def brier_refinement(probs, labels, bins: int = DEFAULT_BINS) -> float:
+    """The refinement part of the Brier score, ``brier - brier_reliability`` (DeGroot and Fienberg 1983).
+
+    With binned forecasts this is ``uncertainty - resolution`` plus the
+    forecasts' spread within their bins, so the two parts add up to the Brier
+    score exactly.
+    """
+    return brier(probs, labels) - brier_reliability(probs, labels, bins)
+
+
+def _tie_groups(values: np.ndarray, descending: bool = False) -> tuple:
+    """(order, starts): a stable sort of ``values`` and the first position of each run of equal values in it."""
+    order = np.argsort(-values if descending else values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    return order, starts
+
+
+def _weighted_auroc(confidence: np.ndarray, correct: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC of ``confidence`` for ``correct`` under example weights (R, N): (R,); NaN where a class has no weight.
+
+    ``sum_g P_g (N_<g + N_g / 2) / (P N)`` over groups ``g`` of tied confidences in increasing order,
+    with ``P_g``, ``N_g`` the weights of right and wrong predictions in the group (ties count one half).
+    """
+    order, starts = _tie_groups(confidence)
+    right = np.add.reduceat(weights[:, order] * correct[order], starts, axis=1)  # (R, G)
+    wrong = np.add.reduceat(weights[:, order] * (1.0 - correct[order]), starts, axis=1)
+    below = np.cumsum(wrong, axis=1) - wrong
+    total = right.sum(axis=1) * wrong.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, np.sum(right * (below + wrong / 2), axis=1) / np.where(total > 0, total, 1), np.nan)
+
+
+def _weighted_aurc(confidence: np.ndarray, correct: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Area under the risk-coverage curve under example weights (R, N): (R,).
+
+    Predictions are accepted in decreasing confidence; tied confidences enter
+    together, as a threshold cannot split them. Group ``g`` of weight ``c_g``
+    contributes ``c_g E_g / C_g`` with ``C_g`` and ``E_g`` the weight and the
+    wrong weight accepted up to it, over the total weight: with unit weights
+    and no ties, ``(1/N) sum_k (errors among the k most confident) / k``
+    (Geifman et al. 2019).
+    """
+    order, starts = _tie_groups(confidence, descending=True)
+    mass = np.add.reduceat(weights[:, order], starts, axis=1)  # (R, G)
+    wrong = np.add.reduceat(weights[:, order] * (1.0 - correct[order]), starts, axis=1)
+    accepted = np.cumsum(mass, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        risk = np.where(accepted > 0, np.cumsum(wrong, axis=1) / np.where(accepted > 0, accepted, 1), 0.0)
+    return np.sum(mass * risk, axis=1) / mass.sum(axis=1)
+
+
+def auroc(probs, labels) -> float:
+    """Selective prediction: the AUROC of the top-label confidence for telling right predictions from wrong ones.
+
+    0.5 when confidence does not rank them, 1 when every right prediction is
+    more confident than every wrong one; NaN when all are right or all wrong.
+    """
+    confidence, correct = top_label(probs, labels)
+    return float(_weighted_auroc(confidence, correct, np.ones((1, confidence.size)))[0])
+
+
+def aurc(probs, labels) -> float:
+    """Selective prediction: the area under the risk-coverage curve (lower is better; see :func:`_weighted_aurc`)."""
+    confidence, correct = top_label(probs, labels)
+    return float(_weighted_aurc(confidence, correct, np.ones((1, confidence.size)))[0])
+
+
 def smooth_ece_at(confidence: np.ndarray, outcome: np.ndarray, sigma: float) -> float:
     """Smooth ECE at bandwidth ``sigma`` (Blasiok and Nakkiran 2023), computed as relplot does.
 
@@ -270,10 +352,15 @@ METRICS = {
     "mce": mce,
     "classwise_ece": classwise_ece,
     "smooth_ece": smooth_ece,
+    "signed_calibration_error": signed_calibration_error,
+    "brier_reliability": brier_reliability,
+    "brier_refinement": brier_refinement,
+    "auroc": auroc,
+    "aurc": aurc,
 }
 
 
-_BINNED = ("ece", "adaptive_ece", "mce", "classwise_ece")
+_BINNED = ("ece", "adaptive_ece", "mce", "classwise_ece", "brier_reliability", "brier_refinement")
 
 
 def metric_value(name: str, probs, labels, bins: int = DEFAULT_BINS) -> float:
@@ -347,6 +434,18 @@ def resampled_metrics(probs, labels, counts: np.ndarray, bins: int = DEFAULT_BIN
                                               sigma, mesh)
             density = density + 1e-4
             values[name] = np.abs(numerator).sum(axis=1) / density.sum(axis=1)
+        elif name == "signed_calibration_error":
+            values[name] = weights @ (confidence - correct)
+        elif name in ("brier_reliability", "brier_refinement") and name not in values:
+            membership = np.eye(bins)[_bin_index(p1, bin_edges(p1, bins))]  # (N, K), bins of P(y = 1)
+            gap, mass = weights @ (membership * (p1 - y)[:, None]), weights @ membership  # (R, K) each
+            with np.errstate(invalid="ignore", divide="ignore"):
+                values["brier_reliability"] = np.sum(np.where(mass > 0, gap ** 2 / np.where(mass > 0, mass, 1), 0), axis=1)
+            values["brier_refinement"] = weights @ (p1 - y) ** 2 - values["brier_reliability"]
+        elif name == "auroc":
+            values[name] = _weighted_auroc(confidence, correct, weights)
+        elif name == "aurc":
+            values[name] = _weighted_aurc(confidence, correct, weights)
     return {name: values[name] for name in names}
 
 
