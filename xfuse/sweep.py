@@ -69,6 +69,7 @@ LAYER_KINDS = ("each", "lower_with_last", "pairs", "all")
 _SPEC_KEYS = ("extract", "grids", "seeds", "train")
 _EXTRACT_FIXED = ("split", "out")
 _TRAIN_PER_TASK = ("store", "layers", "head", "seed", "out", "languages")
+_TRAIN_ENVIRONMENT = ("device", "threads", "memory_mb")  # where and how fast a task runs, not what it computes
 # Settings of a store that a plan's tasks depend on: a store that differs in one of them does not match.
 _STORE_KEYS = ("encoder", "max_length", "prefix", "dtype", "num_hidden_layers")
 
@@ -195,7 +196,8 @@ def make_plan(spec: SweepSpec, sweep_dir: Path, store: Optional[Path] = None) ->
     if duplicate:
         raise XfuseError(f"{spec.source}: the grids list the run {duplicate} twice")
     plan = {"format": PLAN_FORMAT, "spec": spec.as_dict(), "store": str(store), "num_hidden_layers": num_layers,
-            "stored_layers": list(stored), "extract": extract, "train": spec.train, "tasks": tasks}
+            "stored_layers": list(stored), "extract": extract, "train": spec.train,
+            "train_resolved": resolved_train_settings(spec.train), "tasks": tasks}
     plan["fingerprint"] = config_fingerprint(plan)
     path = sweep_dir / PLAN_FILE
     if path.is_file():
@@ -206,6 +208,20 @@ def make_plan(spec: SweepSpec, sweep_dir: Path, store: Optional[Path] = None) ->
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(plan, indent=2) + "\n")
     return plan
+
+
+def resolved_train_settings(train: dict) -> dict:
+    """Every training setting a task of the plan runs with: the spec's, then TrainConfig's defaults of this version.
+
+    Recorded in the plan, so that tasks run later, by a version with other
+    defaults, still run the planned recipe, and ``xfuse report`` can refuse a
+    result made with another one. Per-task fields and where the run happens
+    (device, threads, memory, which do not change the recipe) are left out.
+    """
+    defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)
+                if field.name not in _TRAIN_PER_TASK + _TRAIN_ENVIRONMENT}
+    resolved = defaults | {key: value for key, value in train.items() if key not in _TRAIN_ENVIRONMENT}
+    return json.loads(json.dumps(resolved))  # tuples as lists, as they are read back
 
 
 def _resolved_extract(section: dict, store: Path) -> dict:
@@ -274,7 +290,8 @@ def sweep_status(plan_path: Path) -> dict:
 
 def train_config(plan: dict, task: dict, results_dir: Path, **overrides):
     """A task's TrainConfig: the plan's train settings, then ``overrides`` (device, threads) that are not None."""
-    settings = plan["train"] | {key: value for key, value in overrides.items() if value is not None}
+    settings = plan.get("train_resolved", {}) | plan["train"] | {key: value for key, value in overrides.items()
+                                                                   if value is not None}
     return TrainConfig(store=plan["store"], layers=",".join(map(str, task["layers"])), head=task["head"],
                        seed=task["seed"], out=str(results_dir), languages=tuple(plan["extract"]["languages"]),
                        **settings)
