@@ -14,9 +14,9 @@ from scipy.special import softmax
 from xfuse import calibration as cal
 from xfuse.errors import XfuseError
 from xfuse.figures import (accuracy_vs_ece_figure, delta_heatmap_figure, delta_matrix, figure_specs,
-                           reliability_figure)
-from xfuse.report import (REPORT_METRICS, ReportConfig, bootstrap_p_value, build_report, holm, rows_to_csv,
-                          write_report)
+                           reliability_figure, signed_error_figure)
+from xfuse.render import ROW_COLUMNS, to_csv, write_report
+from xfuse.report import REPORT_METRICS, ReportConfig, build_report, lookup
 from xfuse.sweep import SweepSpec, make_plan, run_local, run_task
 
 SPEC = {"grids": [{"heads": ["single"], "layers": "each"},
@@ -47,94 +47,180 @@ def read_rows(out):
     return list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
 
 
-def pick(rows, head, layers, lang, condition, metric):
-    (row,) = [r for r in rows if (r["head"], r["layers"], r["lang"], r["condition"], r["metric"]) ==
-              (head, layers, lang, condition, metric)]
+def pick(rows, head, layers, lang, condition, metric, seed="mean"):
+    (row,) = [r for r in rows if (r["head"], r["layers"], r["lang"], r["condition"], r["metric"], r["seed"]) ==
+              (head, layers, lang, condition, metric, seed)]
     return row
 
 
-def test_holm_hand_computed():
-    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04; running maximum 0.02, 0.03, 0.06, 0.06
-    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
-    np.testing.assert_allclose(holm([0.5, 0.9]), [1.0, 1.0])
+def read_comparisons(out):
+    return list(csv.DictReader(io.StringIO((out / "comparisons.csv").read_text())))
 
 
-def test_bootstrap_p_value():
-    rng = np.random.default_rng(0)
-    resamples = rng.normal(0.1, 0.05, 100_000)  # z = 0.1 / 0.05 = 2: p = 0.0455
-    assert bootstrap_p_value(0.1, resamples) == pytest.approx(0.0455, abs=0.001)
-    assert bootstrap_p_value(0.0, rng.normal(0, 1, 1000)) == 1.0
-    assert bootstrap_p_value(0.0, np.zeros(10)) == 1.0 and bootstrap_p_value(0.2, np.full(10, 0.2)) == 0.0
-    # far below 2 / (R + 1): Holm over hundreds of comparisons can still find it
-    assert bootstrap_p_value(0.1, rng.normal(0.1, 0.01, 1000)) < 1e-10
+def member_probabilities(results, head, layers, seed, part, condition, lang):
+    """A run's class probabilities of one part under a condition, recomputed from its saved files."""
+    folder = results / f"{head}-L{layers}-s{seed}"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    with np.load(folder / "predictions.npz") as arrays:
+        logits, labels = arrays[f"{part}/logits"].astype(np.float64), arrays[f"{part}/labels"]
+    if condition.endswith("_bias"):  # P(y = 1) = sigmoid(a (z1 - z0) + b), the fitted (a, b)
+        fit = (metrics["fits"] if condition.startswith("zero") else metrics["languages"][lang]["fits"])[condition]
+        positive = 1 / (1 + np.exp(-(fit["slope"] * (logits[:, 1] - logits[:, 0]) + fit["bias"])))
+        return np.stack([1 - positive, positive], axis=1), labels
+    temperature = {"uncalibrated": 1.0, "zero_shot_ts": metrics["zero_shot_temperature"],
+                   "oracle_ts": metrics["languages"][lang]["oracle_temperature"]}[condition]
+    return softmax(logits / temperature, axis=1), labels
 
 
-def test_csv_holds_every_configuration_language_condition_and_metric(sweep):
-    _, _, out = sweep
+def test_csv_holds_every_configuration_language_condition_and_metric_with_seed_rows(sweep):
+    _, tables, out = sweep
     rows = read_rows(out)
-    assert len(rows) == CONFIGURATIONS * 3 * 5 * len(REPORT_METRICS)  # 3 languages, 5 conditions
-    baseline = [r for r in rows if (r["head"], r["layers"]) == ("single", "2")]
-    assert all(r["delta"] == "" and r["p_value"] == "" for r in baseline)
-    others = [r for r in rows if (r["head"], r["layers"]) != ("single", "2")]
-    assert all(float(r["p_holm"]) >= float(r["p_value"]) - 1e-12 for r in others)
-    assert all(r["significant"] in ("True", "False") for r in others)
-    assert {r["seeds"] for r in rows} == {"2"}
+    configurations = len(tables["configurations"])
+    late = [key for key in tables["configurations"] if key[0] == "late"]
+    assert {key[1] for key in late} >= {(0, 2), (1, 2)} and len(late) in (2, 3)
+    assert configurations == CONFIGURATIONS + len(late) + 1  # trained, late fusion, the constant
+    means = [r for r in rows if r["seed"] == "mean"]
+    assert len(means) == configurations * 3 * 5 * len(REPORT_METRICS)  # 3 languages, 5 conditions
+    per_seed = [r for r in rows if r["seed"] != "mean"]
+    assert len(per_seed) == (configurations - 1) * 2 * 3 * 5 * len(REPORT_METRICS) + 3 * 5 * len(REPORT_METRICS)
+    # item 3 of the issue: every interval contains its point estimate
+    assert all(float(r["low"]) <= float(r["value"]) <= float(r["high"]) for r in means if r["low"] != "")
+    assert {r["noise_floor"] != "" for r in means if r["metric"] in ("ece", "adaptive_ece")} == {True}
+    comparisons = read_comparisons(out)
+    assert {r["reference"] for r in comparisons} == {"last_layer", "best_single"}
+    assert all(float(r["p_holm"]) >= float(r["p_value"]) - 1e-12 for r in comparisons)
+    assert not any(r["head"] == "constant" for r in comparisons)
 
 
-def test_values_equal_an_independent_recomputation_from_the_predictions(sweep):
-    plan_path, _, out = sweep
+def test_values_and_intervals_equal_an_independent_recomputation(sweep):
+    from xfuse.statistics import paired_seed_test, seed_interval
+
+    plan_path, tables, out = sweep
     rows = read_rows(out)
     results = plan_path.parent / "results"
+    number = {lang: i for i, lang in enumerate(tables["languages"])}
     for head, layers, lang, condition in (("aif", "1_2", "de", "zero_shot_ts"), ("single", "2", "ja", "oracle_ts"),
                                           ("scalar_mix", "0_1_2", "en", "uncalibrated"),
                                           ("dlfa", "0_2", "de", "oracle_bias"), ("mean", "1_2", "ja", "zero_shot_bias")):
-        values = {metric: [] for metric in ("accuracy", "ece", "nll")}
+        counts = cal.resample_counts(len(member_probabilities(results, head, layers, 0, f"test-{lang}", condition,
+                                                              lang)[1]), 200, number[lang])
+        for metric in ("accuracy", "ece", "nll", "auroc"):
+            values, resampled = [], []
+            for seed in (0, 1):
+                probs, labels = member_probabilities(results, head, layers, seed, f"test-{lang}", condition, lang)
+                values.append(cal.metric_value(metric, probs, labels, 15))
+                resampled.append(cal.resampled_metrics(probs, labels, counts, 15, (metric,))[metric])
+                assert float(pick(rows, head, layers, lang, condition, metric, str(seed))["value"]) == \
+                    pytest.approx(values[-1], abs=1e-5)
+            expected = seed_interval(values, np.stack(resampled, axis=1))
+            row = pick(rows, head, layers, lang, condition, metric)
+            for field in ("value", "low", "high"):
+                assert float(row[field]) == pytest.approx(expected[field], abs=1e-5), (head, metric, field)
+    row = [r for r in read_comparisons(out) if (r["head"], r["layers"], r["lang"], r["condition"], r["metric"],
+                                                r["reference"]) == ("dlfa", "0_2", "de", "uncalibrated", "ece", "last_layer")]
+    assert float(row[0]["delta"]) == pytest.approx(float(pick(rows, "dlfa", "0_2", "de", "uncalibrated", "ece")["value"])
+                                                   - float(pick(rows, "single", "2", "de", "uncalibrated", "ece")["value"]),
+                                                   abs=1e-5)
+
+
+def test_late_fusion_is_the_mean_of_the_single_heads_probabilities(sweep):
+    plan_path, tables, out = sweep
+    rows, results = read_rows(out), plan_path.parent / "results"
+    for seed in (0, 1):
+        fused = np.mean([member_probabilities(results, "single", layer, seed, "test-ja", "uncalibrated", "ja")[0]
+                         for layer in ("0", "2")], axis=0)
+        labels = member_probabilities(results, "single", "0", seed, "test-ja", "uncalibrated", "ja")[1]
+        for metric in ("ece", "brier", "accuracy"):
+            assert float(pick(rows, "late", "0_2", "ja", "uncalibrated", metric, str(seed))["value"]) == \
+                pytest.approx(cal.metric_value(metric, fused, labels, 15), abs=1e-5)
+
+
+def test_reference_rows_the_constant_and_the_best_single_layer_chosen_on_english_dev(sweep):
+    from xfuse.data import read_pairs
+
+    plan_path, tables, out = sweep
+    rows = read_rows(out)
+    plan = json.loads(plan_path.read_text())
+    rate = read_pairs(Path(plan["extract"]["data_dir"]) / "en" / "train.tsv", "train", "en").labels.mean()
+    assert tables["base_rate"] == pytest.approx(rate)
+    labels = member_probabilities(plan_path.parent / "results", "single", "2", 0, "test-de", "uncalibrated", "de")[1]
+    majority = float(rate > 0.5)
+    accuracy = float(np.mean(labels == majority))
+    assert float(pick(rows, "constant", "", "de", "uncalibrated", "accuracy")["value"]) == pytest.approx(accuracy, abs=1e-6)
+    assert float(pick(rows, "constant", "", "de", "uncalibrated", "ece")["value"]) == \
+        pytest.approx(abs(max(rate, 1 - rate) - accuracy), abs=1e-6)
+    losses = {}
+    for layer in (0, 1, 2):
         for seed in (0, 1):
-            folder = results / f"{head}-L{layers}-s{seed}"
-            metrics = json.loads((folder / "metrics.json").read_text())
-            with np.load(folder / "predictions.npz") as arrays:
-                logits, labels = arrays[f"test-{lang}/logits"], arrays[f"test-{lang}/labels"]
-            if condition.endswith("_bias"):  # P(y = 1) = sigmoid(a (z1 - z0) + b), the fitted (a, b)
-                fit = (metrics["fits"] if condition.startswith("zero") else metrics["languages"][lang]["fits"])[condition]
-                positive = 1 / (1 + np.exp(-(fit["slope"] * (logits[:, 1] - logits[:, 0]).astype(np.float64) + fit["bias"])))
-                probs = np.stack([1 - positive, positive], axis=1)
-            else:
-                temperature = {"uncalibrated": 1.0, "zero_shot_ts": metrics["zero_shot_temperature"],
-                               "oracle_ts": metrics["languages"][lang]["oracle_temperature"]}[condition]
-                probs = softmax(logits.astype(np.float64) / temperature, axis=1)
-            values["accuracy"].append(metrics["languages"][lang][condition]["accuracy"]["value"])
-            values["ece"].append(cal.ece(probs, labels, 15))
-            values["nll"].append(metrics["languages"][lang][condition]["nll"]["value"])
-        for metric, per_seed in values.items():
-            assert float(pick(rows, head, layers, lang, condition, metric)["value"]) == pytest.approx(np.mean(per_seed), abs=1e-5)
-    row, base = pick(rows, "dlfa", "0_2", "de", "uncalibrated", "ece"), pick(rows, "single", "2", "de", "uncalibrated", "ece")
-    assert float(row["delta"]) == pytest.approx(float(row["value"]) - float(base["value"]), abs=1e-5)
-    assert float(row["delta_low"]) <= float(row["delta_high"])
+            folder = plan_path.parent / "results" / f"single-L{layer}-s{seed}"
+            best = json.loads((folder / "metrics.json").read_text())["best_epoch"]
+            losses.setdefault(layer, []).append(json.loads((folder / "curve.json").read_text())[best - 1]["dev_en_loss"])
+    chosen = min(losses, key=lambda layer: np.mean(losses[layer]))
+    assert tables["best_single"] == ("single", (chosen,))
+
+
+def test_learned_is_read_from_the_runs_and_not_learned_configurations_are_listed(sweep):
+    plan_path, tables, out = sweep
+    results = plan_path.parent / "results"
+    expected = {}
+    for task in json.loads(plan_path.read_text())["tasks"]:
+        facts = json.loads((results / task["name"] / "metrics.json").read_text())["learned"]
+        if not facts["learned"]:
+            expected.setdefault((task["head"], tuple(task["layers"])), []).append(task["seed"])
+    trained = {key: seeds for key, seeds in tables["not_learned"].items() if key[0] != "late"}
+    assert trained == expected
+    text = (out / "report.md").read_text()
+    assert "## Configurations that did not learn" in text
+    for key in tables["not_learned"]:
+        assert f"| {key[0]} [{', '.join(map(str, key[1]))}] | " in text
+
+
+def test_a_stale_or_foreign_result_is_refused_with_its_folder_named(sweep, tmp_path):
+    plan_path, _, _ = sweep
+    copy = tmp_path / "sweep"
+    shutil.copytree(plan_path.parent, copy, ignore=shutil.ignore_patterns("report", "features"))
+    config_path = copy / "results" / "aif-L0_2-s1" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["train"]["learning_rate"] = 0.1  # made by another recipe
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(XfuseError, match=r"aif-L0_2-s1: a stale or foreign result: learning_rate is 0.1 there, the "
+                                         r"plan asks for 0.003"):
+        build_report(ReportConfig(plan=str(copy / "plan.json"), n_resamples=100), log=lambda line: None)
+    config["train"]["learning_rate"], config["train"]["seed"] = 0.003, 0  # another task's result under this name
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(XfuseError, match=r"aif-L0_2-s1: a stale or foreign result: seed is 0 there"):
+        build_report(ReportConfig(plan=str(copy / "plan.json"), n_resamples=100), log=lambda line: None)
 
 
 def test_markdown_has_every_section_and_the_csv_numbers(sweep):
     _, tables, out = sweep
     text = (out / "report.md").read_text()
-    for heading in ("# xfuse report", "## Findings", "## Baseline and fusion heads at their best lower layer",
-                    "### Uncalibrated",
+    for heading in ("# xfuse report", "## Findings", "## Configurations that did not learn",
+                    "## Reference rows and each strategy at its best lower layer", "### Uncalibrated",
                     "### Zero-shot temperature scaling", "### Oracle temperature scaling",
                     "### Zero-shot temperature plus bias", "### Oracle temperature plus bias",
-                    "## Few-shot temperature scaling",
-                    "## Changes against the baseline", "### Significant changes across the whole grid",
-                    "## Across layers", "### dlfa: ECE", "### single: accuracy", "## Figures", "## Provenance"):
+                    "## Brier score's calibration and refinement parts", "## Few-shot temperature scaling",
+                    "## Changes against the best single layer (chosen on English dev)",
+                    "## Changes against the last layer", "### Significant changes across the whole grid",
+                    "## Across layers", "### dlfa: ECE", "### single: accuracy", "### late: ECE", "## Figures",
+                    "## Provenance"):
         assert f"\n{heading}\n" in f"\n{text}", heading
     for name, *_ in figure_specs(tables):
         assert f"](figures/{name})" in text
     base = pick(read_rows(out), "single", "2", "de", "uncalibrated", "accuracy")
-    assert f"| single [2] | de | {float(base['value']):.3f} [{float(base['low']):.3f}, {float(base['high']):.3f}] |" in text
-    assert "12 done" not in text and f"{CONFIGURATIONS * 2} tasks: {CONFIGURATIONS * 2} done, 0 failed, 0 missing" in text
+    assert f" | de | {float(base['value']):.3f} [{float(base['low']):.3f}, {float(base['high']):.3f}] |" in text
+    ece = pick(read_rows(out), "single", "2", "de", "uncalibrated", "ece")
+    assert f"{float(ece['value']):.3f} [{float(ece['low']):.3f}, {float(ece['high']):.3f}] (floor " \
+           f"{float(ece['noise_floor']):.3f})" in text
+    assert f"{CONFIGURATIONS * 2} tasks: {CONFIGURATIONS * 2} done, 0 failed, 0 missing" in text
     assert json.loads((out / "report_config.json").read_text())["report"]["n_resamples"] == 200
-    # findings quote the tables: the baseline's accuracy range and each fusion head at its best lower layer
     accuracy = [float(pick(read_rows(out), "single", "2", lang, "uncalibrated", "accuracy")["value"])
                 for lang in tables["languages"]]
-    assert f"reaches accuracy {min(accuracy):.3f} to {max(accuracy):.3f} across the 3 languages" in text
+    assert f"The last layer (single [2]) reaches accuracy {min(accuracy):.3f} to {max(accuracy):.3f} across the 3 " \
+           "languages" in text
     for head, key in tables["best_lower"].items():
-        assert f"- `{head}` (lower layer {key[1][0]}) against the baseline: accuracy changes from" in text
+        if key != tables["best_single"]:
+            assert f"- {head} [{key[1][0]}, {key[1][1]}] against the best single layer: accuracy changes from" in text
     # provenance: data counts per file from the store, versions
     assert "| ja/test_2k.tsv | 23 | 1 | 0 | 0 |" in text and "torch 2.13.0" in text
     assert "Leakage check of the training file against every evaluated file, by content: 0 exact sentence" in text
@@ -143,7 +229,7 @@ def test_markdown_has_every_section_and_the_csv_numbers(sweep):
 def test_figures_are_written_and_show_the_tables(sweep):
     _, tables, out = sweep
     names = sorted(path.name for path in (out / "figures").glob("*.png"))
-    assert names == sorted(name for name, *_ in figure_specs(tables)) and len(names) == 7
+    assert names == sorted(name for name, *_ in figure_specs(tables)) and len(names) == 8
     for name in names:
         pixels = mpimg.imread(out / "figures" / name)
         assert pixels.shape[0] > 200 and pixels.shape[1] > 300 and pixels[..., :3].std() > 0.05, name
@@ -153,21 +239,34 @@ def test_figures_are_written_and_show_the_tables(sweep):
     assert [axis.get_title() for axis in panels] == tables["languages"]
     for axis, lang in zip(panels, tables["languages"]):
         heads, lowers, deltas, _ = delta_matrix(tables, "ece", "uncalibrated", lang)
-        assert heads == ["aif", "concat", "dlfa", "mean"] and lowers == [0, 1]
+        assert heads == ["aif", "concat", "dlfa", "late", "mean"] and lowers == [0, 1]
         np.testing.assert_allclose(axis.images[0].get_array(), deltas)
         assert [tick.get_text() for tick in axis.get_yticklabels()] == heads
-    assert "against the baseline" in figure.axes[-1].get_ylabel()  # the colour bar
+    assert "against the best single layer" in figure.axes[-1].get_ylabel()  # the colour bar
 
     figure = reliability_figure(tables)
-    for axis in figure.axes:
+    diagrams = [axis for axis in figure.axes if axis.get_visible() and axis.get_ylabel() == "accuracy"]
+    assert [axis.get_title() for axis in diagrams] == tables["languages"]
+    for axis in diagrams:
         labels = [line.get_label() for line in axis.get_lines()]
-        assert labels[0] == "perfect calibration" and labels[1] == "single [2]" and len(labels) == 3
-        assert axis.get_xlabel() == "confidence (top label)" and axis.get_ylabel() == "accuracy"
+        assert labels[0] == "perfect calibration" and labels[1] == "single [2]"
+    counts = [axis for axis in figure.axes if axis.get_visible() and axis.get_ylabel() == "examples"]
+    assert len(counts) == len(tables["languages"])
+    heights = sum(patch.get_height() for patch in counts[0].patches)  # every example of every seed, each bar
+    shown = len(diagrams[0].get_lines()) - 1
+    assert heights == len(tables["reliability"][(tables["baseline"], tables["languages"][0])][0]) * shown
 
     figure = accuracy_vs_ece_figure(tables)
     (axis,) = figure.axes
-    assert len(axis.collections) == CONFIGURATIONS * len(tables["languages"])
-    assert axis.get_xlabel() == "ECE (uncalibrated)" and len(axis.get_legend().get_texts()) == 6  # heads
+    assert len(axis.collections) == (len(tables["configurations"]) - 1) * len(tables["languages"])
+    assert axis.get_xlabel() == "ECE (uncalibrated)"
+
+    figure = signed_error_figure(tables)
+    (axis,) = figure.axes
+    (line, *_), *_ = axis.containers
+    np.testing.assert_allclose(line.get_ydata(), [lookup(tables, tables["baseline"], lang, "uncalibrated",
+                                                         "signed_calibration_error")["value"]
+                                                  for lang in tables["languages"]])
 
 
 def test_an_interrupted_sweep_reports_exactly_as_an_uninterrupted_one(sweep, tmp_path):
@@ -182,6 +281,7 @@ def test_an_interrupted_sweep_reports_exactly_as_an_uninterrupted_one(sweep, tmp
     tables = build_report(ReportConfig(plan=str(copy / "plan.json"), **REPORT_SETTINGS), log=lambda line: None)
     resumed = write_report(tables, copy / "report", log=lambda line: None)
     assert (resumed / "results.csv").read_text() == (out / "results.csv").read_text()
+    assert (resumed / "comparisons.csv").read_text() == (out / "comparisons.csv").read_text()
     before_provenance = lambda path: path.read_text().split("\n## Provenance\n")[0]  # measured times differ
     assert before_provenance(resumed / "report.md") == before_provenance(out / "report.md")
 
@@ -193,15 +293,15 @@ def test_report_needs_the_baseline_and_finished_tasks(tiny_encoder, mini_pawsx, 
         build_report(ReportConfig(plan=str(plan_path)), log=lambda line: None)
     run_local(plan_path, progress=False, log=lambda line: None)
     shutil.rmtree(plan_path.parent / "results" / "single-L2-s0")
-    with pytest.raises(XfuseError, match=r"the baseline \(single on layer 2\) has no finished run"):
+    with pytest.raises(XfuseError, match=r"the last layer's baseline \(single on layer 2\) has no finished run"):
         build_report(ReportConfig(plan=str(plan_path)), log=lambda line: None)
     with pytest.raises(XfuseError, match=r"--bootstrap: expected at least 100 resamples, got 10"):
         build_report(ReportConfig(plan=str(plan_path), n_resamples=10), log=lambda line: None)
 
 
 def test_csv_formatting_is_stable():
-    text = rows_to_csv([{"head": "aif", "layers": "4_12", "lower_layer": 4, "value": 0.123456789, "significant": True}])
-    assert text.splitlines()[1].startswith("aif,4_12,4,,,,,,0.123457,")  # head, layers, lower, seeds, invalid_seeds, lang, condition, metric
+    text = to_csv([{"head": "aif", "layers": "4_12", "lower_layer": 4, "seed": "mean", "value": 0.123456789}], ROW_COLUMNS)
+    assert text.splitlines()[1] == "aif,4_12,,4,mean,,,,,,,0.123457,,,,,,,"
 
 
 def test_the_study_reproduce_script_runs_plan_sweep_and_report(tiny_encoder, mini_pawsx, tmp_path):
@@ -228,8 +328,8 @@ def test_the_study_reproduce_script_runs_plan_sweep_and_report(tiny_encoder, min
 
 def test_languages_in_parallel_processes_give_the_same_rows(sweep):
     plan_path, tables, _ = sweep
-    parallel = build_report(ReportConfig(plan=str(plan_path), n_resamples=200, workers=2), log=lambda line: None)
-    assert parallel["rows"] == tables["rows"]
+    parallel = build_report(ReportConfig(plan=str(plan_path), **REPORT_SETTINGS, workers=2), log=lambda line: None)
+    assert parallel["rows"] == tables["rows"] and parallel["comparisons"] == tables["comparisons"]
 
 
 def test_few_shot_section_equals_a_direct_computation_from_the_predictions(sweep):
@@ -243,17 +343,20 @@ def test_few_shot_section_equals_a_direct_computation_from_the_predictions(sweep
                                  arrays["test-de/labels"], ks=(4, 12), draws=5, seed=0, metrics=("ece",))
         means.append(result[12]["ece"]["mean"])
     assert tables["few_shot"][tables["baseline"]]["de"][12]["mean"] == pytest.approx(np.mean(means), rel=1e-12)
-    assert f"| single [2] | de | " in (out / "report.md").read_text()
+    assert "| single [2] (last layer)" in (out / "report.md").read_text()
     assert f"{np.mean(means):.3f} ± " in (out / "report.md").read_text()
 
 
 def test_reports_on_results_without_the_bias_conditions_leave_them_out(sweep, tmp_path):
-    from xfuse.report import conditions_of
-
     plan_path, tables, _ = sweep
     assert tables["conditions"] == ("uncalibrated", "zero_shot_ts", "oracle_ts", "zero_shot_bias", "oracle_bias")
-
-    class Old:
-        metrics = {"languages": {"de": {"uncalibrated": {}, "zero_shot_ts": {}, "oracle_ts": {}}}}
-
-    assert conditions_of([Old()]) == ("uncalibrated", "zero_shot_ts", "oracle_ts")
+    copy = tmp_path / "sweep"
+    shutil.copytree(plan_path.parent, copy, ignore=shutil.ignore_patterns("report", "features"))
+    path = copy / "results" / "mean-L0_2-s0" / "metrics.json"  # one result made before the bias conditions
+    metrics = json.loads(path.read_text())
+    for result in metrics["languages"].values():
+        del result["zero_shot_bias"], result["oracle_bias"]
+    path.write_text(json.dumps(metrics))
+    older = build_report(ReportConfig(plan=str(copy / "plan.json"), n_resamples=100, few_shot_draws=0),
+                         log=lambda line: None)
+    assert older["conditions"] == ("uncalibrated", "zero_shot_ts", "oracle_ts")

@@ -17,8 +17,11 @@ One module per stage, each a pure core under a thin ``xfuse`` command:
   :mod:`xfuse.temperature` (few-shot temperature scaling in :mod:`xfuse.fewshot`);
 - :mod:`xfuse.sweep` plans and runs grids of layer combinations, locally or
   as SLURM arrays (:mod:`xfuse.slurm`);
-- :mod:`xfuse.report` turns a sweep's results into tables, paired tests and
-  figures (:mod:`xfuse.figures`).
+- :mod:`xfuse.results` reads a sweep's results (checked against its plan,
+  late fusion, the constant predictor); :mod:`xfuse.report` turns them into
+  tables with the seed-level statistics of :mod:`xfuse.statistics`;
+  :mod:`xfuse.findings`, :mod:`xfuse.figures` and :mod:`xfuse.render` write
+  the sentences, figures and files (provenance in :mod:`xfuse.provenance`).
 
 ::
 

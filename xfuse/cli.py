@@ -238,8 +238,9 @@ def run_task_command(plan_path, index, device, threads):
 @cli.command()
 @click.option("--plan", "plan_path", required=True, help="plan.json of the sweep to report on.")
 @click.option("--out", default=None, help="Report folder [default: the sweep's report/].")
-@click.option("--bootstrap", "n_resamples", type=int, default=1000, show_default=True,
-              help="Bootstrap resamples of the test examples for intervals and paired tests.")
+@click.option("--bootstrap", "n_resamples", type=int, default=200, show_default=True,
+              help="Bootstrap resamples of the test examples; they estimate the example-level variance of a seed "
+                   "mean (intervals and tests are t-based), so a few hundred suffice.")
 @click.option("--alpha", type=float, default=0.05, show_default=True, help="Level of the Holm-adjusted tests.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the resamples.")
 @click.option("--workers", type=int, default=lambda: os.cpu_count() or 1, show_default="the CPU count",
@@ -248,16 +249,19 @@ def run_task_command(plan_path, index, device, threads):
               help="Labelled target-language dev examples of few-shot temperature scaling.")
 @click.option("--few-shot-draws", type=int, default=100, show_default=True,
               help="Stratified draws of each k (0: no few-shot section).")
-def report(plan_path, out, n_resamples, alpha, seed, workers, few_shot_ks, few_shot_draws):
-    """Tables (CSV, Markdown) and figures of a sweep's results, with paired tests against the baseline."""
-    from .report import ReportConfig, build_report, write_report
+@click.option("--floor-simulations", type=int, default=200, show_default=True,
+              help="Simulations of the ECE noise floor per seed, language and condition.")
+def report(plan_path, out, n_resamples, alpha, seed, workers, few_shot_ks, few_shot_draws, floor_simulations):
+    """Tables (CSV, Markdown) and figures of a sweep's results, with seed-level tests against the reference rows."""
+    from .render import write_report
+    from .report import ReportConfig, build_report
 
     try:
         ks = tuple(int(k) for k in _comma_list(few_shot_ks))
     except ValueError:
         raise XfuseError(f"--few-shot-ks: expected comma-separated integers, got {few_shot_ks!r}") from None
     config = ReportConfig(plan=plan_path, n_resamples=n_resamples, alpha=alpha, seed=seed, workers=workers,
-                          few_shot_ks=ks, few_shot_draws=few_shot_draws)
+                          few_shot_ks=ks, few_shot_draws=few_shot_draws, floor_simulations=floor_simulations)
     tables = build_report(config, log=click.echo)
     write_report(tables, Path(out) if out else Path(plan_path).parent / "report", log=click.echo)
 

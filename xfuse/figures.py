@@ -4,10 +4,15 @@ Each ``*_figure`` function returns a matplotlib ``Figure`` (Agg backend, no
 display needed); :func:`save_figures` writes them all as PNG:
 
 - ``delta_<metric>_<condition>.png``: per language, a heatmap of the change
-  against the baseline over lower layer (columns) x fusion head (rows);
-  ``*`` marks a change significant after Holm's correction;
+  against the best single layer (chosen on English dev) over lower layer
+  (columns) x fusion head (rows, late fusion included); ``*`` marks a change
+  significant at the seed level after Holm's correction;
 - ``reliability.png``: per language, reliability diagrams (top-label
-  confidence) of the baseline and the best configuration (lowest dev-en loss);
+  confidence) of the last layer, the best single layer and the best
+  configuration (lowest dev-en loss), with the number of test examples in
+  each bin drawn under them (a bin of a few examples is noise, not a collapse);
+- ``signed_calibration_error.png``: mean confidence minus accuracy (above 0:
+  overconfident) against the language, with 95% seed-level intervals;
 - ``accuracy_vs_ece.png``: accuracy against ECE, every configuration and language;
 - ``ece_temperature_scaling.png``: per language, the ECE of the baseline and
   of each fusion head at its best lower layer, uncalibrated, after zero-shot
@@ -28,18 +33,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .calibration import bin_edges, reliability_bins  # noqa: E402
-from .report import lookup  # noqa: E402
+from .report import CONSTANT, lookup  # noqa: E402
 
 METRIC_LABELS = {"accuracy": "accuracy", "ece": "ECE", "adaptive_ece": "adaptive ECE", "smooth_ece": "smooth ECE",
-                 "brier": "Brier score", "nll": "NLL", "mce": "MCE", "classwise_ece": "classwise ECE"}
+                 "brier": "Brier score", "nll": "NLL", "mce": "MCE", "classwise_ece": "classwise ECE",
+                 "signed_calibration_error": "confidence - accuracy", "brier_reliability": "Brier calibration part",
+                 "brier_refinement": "Brier refinement part", "auroc": "AUROC (right vs wrong)",
+                 "aurc": "risk-coverage area"}
 CONDITION_LABELS = {"uncalibrated": "uncalibrated", "zero_shot_ts": "zero-shot temperature scaling",
                     "oracle_ts": "oracle temperature scaling", "zero_shot_bias": "zero-shot temperature plus bias",
                     "oracle_bias": "oracle temperature plus bias"}
-HEAD_MARKERS = {"single": "o", "dlfa": "s", "aif": "^", "concat": "D", "mean": "v", "scalar_mix": "*"}
+HEAD_MARKERS = {"single": "o", "dlfa": "s", "aif": "^", "concat": "D", "mean": "v", "scalar_mix": "*", "late": "P",
+                "constant": "x"}
 
 
 def configuration_label(key: tuple) -> str:
     head, layers = key
+    if key == CONSTANT:
+        return "constant"
     return f"{head} [{', '.join(map(str, layers))}]" if len(layers) <= 3 else f"{head} [{layers[0]}..{layers[-1]}]"
 
 
@@ -54,9 +65,10 @@ def _grid(count: int, width: float = 3.6, height: float = 3.0):
 
 
 def delta_matrix(tables: dict, metric: str, condition: str, lang: str) -> tuple:
-    """(heads, lower layers, deltas (heads x layers, NaN where not run), significance (same shape))."""
-    rows = [row for row in tables["rows"] if row["lang"] == lang and row["condition"] == condition
-            and row["metric"] == metric and row["lower_layer"] is not None and row["head"] != "single"]
+    """(heads, lower layers, deltas against the best single layer (heads x layers, NaN where not run), significance)."""
+    rows = [row for row in tables["comparisons"] if row["reference"] == "best_single" and row["lang"] == lang
+            and row["condition"] == condition and row["metric"] == metric and row["lower_layer"] is not None
+            and row["head"] != "single"]
     heads = sorted({row["head"] for row in rows})
     lowers = sorted({row["lower_layer"] for row in rows})
     deltas = np.full((len(heads), len(lowers)), np.nan)
@@ -84,9 +96,9 @@ def delta_heatmap_figure(tables: dict, metric: str, condition: str):
         for (i, j), flag in np.ndenumerate(significant):
             if flag:
                 axis.text(j, i, "*", ha="center", va="center", fontsize=12, color="black")
-    figure.colorbar(image, ax=list(axes), label=f"change in {METRIC_LABELS[metric]} against the baseline")
-    figure.suptitle(f"Change in {METRIC_LABELS[metric]} against single [last layer], "
-                    f"{CONDITION_LABELS[condition]} (* significant after Holm)")
+    figure.colorbar(image, ax=list(axes), label=f"change in {METRIC_LABELS[metric]} against the best single layer")
+    figure.suptitle(f"Change in {METRIC_LABELS[metric]} against {configuration_label(tables['best_single'])} (best "
+                    f"single layer on dev-en), {CONDITION_LABELS[condition]} (* seed-level, significant after Holm)")
     return figure
 
 
@@ -99,23 +111,62 @@ def best_configuration(tables: dict) -> tuple:
 def reliability_figure(tables: dict):
     languages = tables["languages"]
     best = best_configuration(tables)
-    shown = [tables["baseline"]] + ([best] if best else [])
-    figure, axes = _grid(len(languages))
-    for axis, lang in zip(axes, languages):
+    shown = list(dict.fromkeys([tables["baseline"], tables["best_single"]] + ([best] if best else [])))
+    colors = ("tab:orange", "tab:green", "tab:blue")
+    figure, grid = plt.subplots(2 * int(np.ceil(len(languages) / 4)), min(4, len(languages)), squeeze=False,
+                                figsize=(3.6 * min(4, len(languages)), 4.2 * int(np.ceil(len(languages) / 4))),
+                                gridspec_kw={"height_ratios": [3, 1] * int(np.ceil(len(languages) / 4))},
+                                constrained_layout=True)
+    for number in range(grid.shape[0] // 2 * grid.shape[1]):
+        row, column = 2 * (number // grid.shape[1]), number % grid.shape[1]
+        axis, counts_axis = grid[row, column], grid[row + 1, column]
+        if number >= len(languages):
+            axis.set_visible(False)
+            counts_axis.set_visible(False)
+            continue
+        lang = languages[number]
         axis.plot([0.5, 1], [0.5, 1], color="grey", linestyle=":", label="perfect calibration")
-        for key, color in zip(shown, ("tab:orange", "tab:blue")):
+        width = 0.5 / tables["bins"] / (len(shown) + 1)
+        for offset, (key, color) in enumerate(zip(shown, colors)):
             confidence, correct = tables["reliability"][(key, lang)]
             table = reliability_bins(confidence, correct, bin_edges(confidence, tables["bins"]))
             filled = table["count"] > 0
             axis.plot(table["confidence"][filled], table["accuracy"][filled], marker="o", color=color,
                       label=configuration_label(key))
-        axis.set_xlim(0.5, 1)
+            centres = (table["edges"][:-1] + table["edges"][1:]) / 2
+            counts_axis.bar(centres + (offset - (len(shown) - 1) / 2) * width, table["count"], width, color=color)
+        for target in (axis, counts_axis):
+            target.set_xlim(0.5, 1)
         axis.set_ylim(0, 1)
-        axis.set_xlabel("confidence (top label)")
         axis.set_ylabel("accuracy")
         axis.set_title(lang)
         axis.legend(fontsize=7, loc="lower right")
-    figure.suptitle("Reliability diagrams on test, uncalibrated: baseline and best configuration (by dev-en loss)")
+        counts_axis.set_yscale("log")
+        counts_axis.set_xlabel("confidence (top label)")
+        counts_axis.set_ylabel("examples")
+    figure.suptitle("Reliability diagrams on test, uncalibrated (all seeds pooled), with each bin's examples below")
+    return figure
+
+
+def signed_error_figure(tables: dict, condition: str = "uncalibrated"):
+    """Mean confidence minus accuracy against the language, with 95% seed-level intervals."""
+    keys = list(dict.fromkeys([tables["baseline"], tables["best_single"]] + list(tables["best_lower"].values())))
+    figure, axis = plt.subplots(figsize=(8.5, 4.8), constrained_layout=True)
+    languages = tables["languages"]
+    spread = 0.6 / max(1, len(keys))
+    for number, key in enumerate(keys):
+        rows = [lookup(tables, key, lang, condition, "signed_calibration_error") for lang in languages]
+        positions = np.arange(len(languages)) + (number - (len(keys) - 1) / 2) * spread
+        values = np.array([row["value"] for row in rows])
+        errors = np.array([[row["value"] - row["low"] for row in rows], [row["high"] - row["value"] for row in rows]])
+        axis.errorbar(positions, values, yerr=errors, marker=HEAD_MARKERS.get(key[0], "o"), linestyle="-",
+                      capsize=2, label=configuration_label(key))
+    axis.axhline(0, color="grey", linewidth=1)
+    axis.set_xticks(range(len(languages)), languages)
+    axis.set_xlabel("test language")
+    axis.set_ylabel("mean confidence - accuracy")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    axis.set_title(f"Over- (> 0) and under-confidence, {CONDITION_LABELS[condition]}, 95% seed-level intervals")
     return figure
 
 
@@ -124,6 +175,8 @@ def accuracy_vs_ece_figure(tables: dict, condition: str = "uncalibrated"):
     colors = dict(zip(tables["languages"], plt.get_cmap("tab10").colors))
     heads_seen = set()
     for key in tables["configurations"]:
+        if key == CONSTANT:
+            continue
         for lang in tables["languages"]:
             accuracy = lookup(tables, key, lang, condition, "accuracy")["value"]
             ece = lookup(tables, key, lang, condition, "ece")["value"]
@@ -147,7 +200,7 @@ def accuracy_vs_ece_figure(tables: dict, condition: str = "uncalibrated"):
 
 
 def ece_temperature_figure(tables: dict, metric: str = "ece"):
-    keys = [tables["baseline"]] + list(tables["best_lower"].values())
+    keys = list(dict.fromkeys([tables["baseline"], tables["best_single"]] + list(tables["best_lower"].values())))
     conditions = ("uncalibrated", "zero_shot_ts", "oracle_ts")
     figure, axes = _grid(len(tables["languages"]), width=max(3.6, 0.9 * len(keys) + 1))
     width = 0.8 / len(conditions)
@@ -156,15 +209,14 @@ def ece_temperature_figure(tables: dict, metric: str = "ece"):
             rows = [lookup(tables, key, lang, condition, metric) for key in keys]
             positions = np.arange(len(keys)) + (number - 1) * width
             axis.bar(positions, [r["value"] for r in rows], width, color=color, label=CONDITION_LABELS[condition])
-            # The interval as its own line: a binned ECE's bootstrap interval can lie above its value (upward bias).
             axis.vlines(positions, [r["low"] for r in rows], [r["high"] for r in rows], color="black", linewidth=1)
         axis.set_xticks(range(len(keys)), [configuration_label(key) for key in keys], rotation=45, ha="right",
                         fontsize=7)
         axis.set_ylabel(METRIC_LABELS[metric])
         axis.set_title(lang)
     figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=len(conditions), fontsize=8)
-    figure.suptitle(f"{METRIC_LABELS[metric]} before and after temperature scaling (95% intervals); "
-                    "fusion heads at their best lower layer by dev-en loss")
+    figure.suptitle(f"{METRIC_LABELS[metric]} before and after temperature scaling (95% seed-level intervals); "
+                    "fusion at its best lower layer by dev-en loss")
     return figure
 
 
@@ -195,16 +247,20 @@ def few_shot_figure(tables: dict):
 def figure_specs(tables: dict) -> list:
     """(file name, caption, function, arguments) of every figure the tables support."""
     specs = []
-    has_fusion = any(row["lower_layer"] is not None and row["head"] != "single" for row in tables["rows"])
+    has_fusion = any(row["lower_layer"] is not None and row["head"] != "single" for row in tables["comparisons"])
     metrics = {row["metric"] for row in tables["rows"]}
     if has_fusion:
         for metric, condition in (("ece", "uncalibrated"), ("ece", "zero_shot_ts"), ("accuracy", "uncalibrated")):
             if metric in metrics:
                 specs.append((f"delta_{metric}_{condition}.png",
-                              f"Change in {METRIC_LABELS[metric]} against the baseline, {CONDITION_LABELS[condition]}",
+                              f"Change in {METRIC_LABELS[metric]} against the best single layer, "
+                              f"{CONDITION_LABELS[condition]}",
                               delta_heatmap_figure, (metric, condition)))
-    specs.append(("reliability.png", "Reliability diagrams of the baseline and the best configuration",
-                  reliability_figure, ()))
+    specs.append(("reliability.png", "Reliability diagrams of the last layer, the best single layer and the best "
+                  "configuration, with each bin's number of examples", reliability_figure, ()))
+    if "signed_calibration_error" in metrics:
+        specs.append(("signed_calibration_error.png", "Mean confidence minus accuracy against the language",
+                      signed_error_figure, ()))
     if {"accuracy", "ece"} <= metrics:
         specs.append(("accuracy_vs_ece.png", "Accuracy against ECE", accuracy_vs_ece_figure, ()))
     if "ece" in metrics:

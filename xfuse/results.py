@@ -1,0 +1,246 @@
+"""A sweep's finished results as the report reads them: checked against the plan, one member per seed.
+
+A *configuration* is a head on a layer combination; each of its seeds is a
+:class:`Member`: saved predictions of every part, and for each test language
+and condition the calibration map on the logit difference,
+``P(y = 1) = sigmoid(slope (z1 - z0) + bias)`` (uncalibrated ``(1, 0)``,
+temperature scaling ``(1 / T, 0)``, temperature plus bias the fitted pair).
+
+Three kinds of configuration:
+
+- ``trained``: a sweep task's runs, read from ``results/<task>/``. A result
+  whose ``config.json`` does not match the plan (another head, layers, seed,
+  features store or training recipe) is refused, naming the folder and the
+  setting: a stale result would otherwise be reported silently.
+- ``late``: late fusion, built here from the ``single`` runs with no new
+  training. Member ``s`` averages the class probabilities of the layers'
+  single heads of seed ``s``; its "logits" are ``(0, logit p)`` so that
+  temperature scaling and temperature plus bias are fitted on its dev sets
+  exactly as train-heads fits them on a head's logits.
+- ``constant``: the floor, a constant prediction at the English training base
+  rate (one member; calibration leaves it unchanged).
+
+``learned`` (:func:`xfuse.diagnostics.learned`) comes from a run's
+``metrics.json`` where it was recorded, else it is decided here from the
+saved dev-en predictions; the training base rate then comes from the
+features store, or, where the store is gone, from the training file named in
+the plan (as it is now; the report says so).
+
+Usage::
+
+    plan, configurations, status, conditions, notes = load_sweep(Path("sweeps/e5/plan.json"))
+    late = late_fusion([configurations[("single", (4,))], configurations[("single", (12,))]], base_rate, conditions)
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from scipy.special import expit, log_softmax, logsumexp
+
+from .diagnostics import learned
+from .errors import XfuseError
+from .sweep import _TRAIN_ENVIRONMENT, _TRAIN_PER_TASK, load_plan, sweep_paths, sweep_status
+from .temperature import BiasScaler, TemperatureScaler
+from .train import CONDITIONS
+
+CALIBRATED = tuple(condition for condition in CONDITIONS if condition != "uncalibrated")
+
+
+@dataclass
+class Member:
+    """One seed of a configuration."""
+    seed: int
+    parts: dict  # part name ("dev-en", "test-de", ...) -> {"logits": (N, 2), "labels": (N,), "ids": (N,)}
+    calibrations: dict  # lang -> condition -> (slope, bias)
+    valid: dict  # lang -> condition -> False where the fit was anti-informative (a clamp, not a calibration)
+    dev_en_loss: float
+    learned: dict
+    zero_shot_temperature: float
+    seconds: Optional[float] = None
+    extras: dict = field(default_factory=dict)
+
+
+def _read_predictions(folder: Path) -> dict:
+    with np.load(folder / "predictions.npz") as arrays:
+        names = sorted({key.split("/")[0] for key in arrays.files})
+        return {name: {part: arrays[f"{name}/{part}"] for part in ("logits", "labels", "ids")} for name in names}
+
+
+def check_result(folder: Path, plan: dict, task: dict) -> None:
+    """Refuse a result whose recorded config differs from what the plan asks of its task."""
+    try:
+        recorded = json.loads((folder / "config.json").read_text())["train"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        raise XfuseError(f"{folder}: no readable config.json; not a result of this plan (remove it and rerun the "
+                         "task)") from None
+    expected = {"head": task["head"], "layers": ",".join(map(str, task["layers"])), "seed": task["seed"],
+                "store": plan["store"]}
+    settings = plan.get("train_resolved", plan["train"])
+    expected |= {key: value for key, value in settings.items() if key not in _TRAIN_ENVIRONMENT + _TRAIN_PER_TASK}
+    for key, value in expected.items():
+        got = json.loads(json.dumps(recorded.get(key)))
+        if got != value:
+            raise XfuseError(f"{folder}: a stale or foreign result: {key} is {got!r} there, the plan asks for "
+                             f"{value!r}; remove it and rerun the task (xfuse sweep submit)")
+
+
+def _calibration_maps(metrics: dict, lang: str, conditions: tuple) -> tuple:
+    maps, valid = {}, {}
+    for condition in conditions:
+        if condition == "uncalibrated":
+            maps[condition] = (1.0, 0.0)
+        elif condition in ("zero_shot_ts", "oracle_ts"):
+            temperature = (metrics["zero_shot_temperature"] if condition == "zero_shot_ts"
+                           else metrics["languages"][lang]["oracle_temperature"])
+            maps[condition] = (1.0 / temperature, 0.0)
+        else:
+            fits = metrics["fits"] if condition.startswith("zero_shot") else metrics["languages"][lang]["fits"]
+            maps[condition] = (fits[condition]["slope"], fits[condition]["bias"])
+        valid[condition] = metrics["languages"][lang][condition].get("valid", True)
+    return maps, valid
+
+
+def train_base_rate(plan: dict, notes: list) -> float:
+    """The English training set's rate of class 1: from the store, else from the plan's training file."""
+    from .features import STORE_FILE, FeatureStore
+
+    store = Path(plan["store"])
+    if (store / STORE_FILE).is_file():
+        with FeatureStore(store).part("train", "en") as part:
+            return float(np.mean(part.labels))
+    data_dir = plan["extract"].get("data_dir")
+    path = Path(data_dir) / "en" / "train.tsv" if data_dir else None
+    if path is None or not path.is_file():
+        raise XfuseError(f"{plan['store']}: the features store is gone and the plan names no training file to read "
+                         "the base rate from; the runs record no learned diagnostics")
+    from .data import read_pairs
+
+    labels = np.asarray(read_pairs(path, "train", "en").labels)
+    notes.append(f"The features store {store} is gone: the English training base rate ({labels.mean():.4f}) is read "
+                 f"from {path} as it is now, which may differ from the file the runs were trained on.")
+    return float(labels.mean())
+
+
+def load_sweep(plan_path: Path) -> tuple:
+    """(plan, {configuration: [Member]}, status, conditions, notes) of a sweep's finished tasks, each checked against the plan."""
+    plan = load_plan(plan_path)
+    results = sweep_paths(plan_path)["results"]
+    status = sweep_status(plan_path)
+    if not status["done"]:
+        raise XfuseError(f"{plan_path}: no finished task yet; run xfuse sweep submit first")
+    notes, base_rate = [], None
+    read = []
+    for index in status["done"]:
+        task = plan["tasks"][index]
+        folder = results / task["name"]
+        check_result(folder, plan, task)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        curve = json.loads((folder / "curve.json").read_text())
+        read.append((task, folder, metrics, curve))
+    conditions = tuple(condition for condition in CONDITIONS
+                       if all(condition in m["languages"][lang] for _, _, m, _ in read for lang in m["languages"]))
+    fingerprints = {}
+    configurations = {}
+    for task, folder, metrics, curve in read:
+        fingerprints.setdefault(json.loads((folder / "config.json").read_text())["features"].get("fingerprint"),
+                                folder)
+        if len(fingerprints) > 1:
+            first, second = list(fingerprints.values())[:2]
+            raise XfuseError(f"{second}: made from another features store than {first}; remove the stale result")
+        parts = _read_predictions(folder)
+        if "learned" in metrics:
+            facts = metrics["learned"]
+        else:
+            if base_rate is None:
+                base_rate = train_base_rate(plan, notes)
+            facts = learned(parts["dev-en"]["logits"], parts["dev-en"]["labels"], base_rate, seed=task["seed"])
+        maps, valid = {}, {}
+        for lang in metrics["languages"]:
+            maps[lang], valid[lang] = _calibration_maps(metrics, lang, conditions)
+        member = Member(seed=task["seed"], parts=parts, calibrations=maps, valid=valid,
+                        dev_en_loss=curve[metrics["best_epoch"] - 1]["dev_en_loss"], learned=facts,
+                        zero_shot_temperature=metrics["zero_shot_temperature"],
+                        seconds=metrics.get("seconds", {}).get("total"))
+        configurations.setdefault((task["head"], tuple(task["layers"])), []).append(member)
+    return plan, configurations, status, conditions, notes
+
+
+def _fitted_maps(dev: dict, dev_en: dict) -> tuple:
+    """The four calibrators fitted on a late-fusion member's logits, as train-heads fits them on a head's."""
+    zero_shot = TemperatureScaler().fit(dev_en["logits"], dev_en["labels"])
+    zero_shot_bias = BiasScaler().fit(dev_en["logits"], dev_en["labels"])
+    oracle = TemperatureScaler().fit(dev["logits"], dev["labels"])
+    oracle_bias = BiasScaler().fit(dev["logits"], dev["labels"])
+    maps = {"uncalibrated": (1.0, 0.0), "zero_shot_ts": (1.0 / zero_shot.temperature_, 0.0),
+            "oracle_ts": (1.0 / oracle.temperature_, 0.0), "zero_shot_bias": (zero_shot_bias.slope_, zero_shot_bias.bias_),
+            "oracle_bias": (oracle_bias.slope_, oracle_bias.bias_)}
+    valid = {"uncalibrated": True, "zero_shot_ts": not zero_shot.anti_informative_,
+             "oracle_ts": not oracle.anti_informative_, "zero_shot_bias": not zero_shot_bias.anti_informative_,
+             "oracle_bias": not oracle_bias.anti_informative_}
+    return maps, valid, zero_shot.temperature_
+
+
+def _fused_log_probabilities(chosen: list, name: str) -> np.ndarray:
+    """(N, 2) log of the mean of the members' class probabilities on part ``name``."""
+    return logsumexp(np.stack([log_softmax(m.parts[name]["logits"].astype(np.float64), axis=1) for m in chosen]),
+                     axis=0) - np.log(len(chosen))
+
+
+def _common_seeds(layer_members: list) -> list:
+    return sorted(set.intersection(*[{member.seed for member in members} for members in layer_members]))
+
+
+def fused_dev_en_loss(layer_members: list) -> float:
+    """The dev-en NLL of the late fusion of ``layer_members``, mean over their common seeds (selects k)."""
+    losses = []
+    for seed in _common_seeds(layer_members):
+        chosen = [next(member for member in members if member.seed == seed) for members in layer_members]
+        log_p = _fused_log_probabilities(chosen, "dev-en")
+        losses.append(float(-np.mean(log_p[np.arange(len(log_p)), chosen[0].parts["dev-en"]["labels"]])))
+    return float(np.mean(losses))
+
+
+def late_fusion(layer_members: list, base_rate: float, conditions: tuple) -> list:
+    """Members of the late fusion of single heads: ``layer_members[i]`` are layer i's members; seeds matched.
+
+    Only seeds every layer has are fused. The fused class-1 probability is the
+    mean of the members' class-1 probabilities.
+    """
+    fused = []
+    for seed in _common_seeds(layer_members):
+        chosen = [next(member for member in members if member.seed == seed) for members in layer_members]
+        parts = {}
+        for name, reference in chosen[0].parts.items():
+            for member in chosen[1:]:
+                if not np.array_equal(member.parts[name]["ids"], reference["ids"]):
+                    raise XfuseError(f"late fusion: {name} examples differ between single runs of seed {seed}")
+            log_p = _fused_log_probabilities(chosen, name)
+            parts[name] = {"logits": np.stack([np.zeros(len(log_p)), log_p[:, 1] - log_p[:, 0]], axis=1),
+                           "labels": reference["labels"], "ids": reference["ids"]}
+        maps, valid, temperatures = {}, {}, []
+        for lang in chosen[0].calibrations:
+            all_maps, all_valid, temperature = _fitted_maps(parts[f"dev-{lang}"], parts["dev-en"])
+            maps[lang] = {condition: all_maps[condition] for condition in conditions}
+            valid[lang] = {condition: all_valid[condition] for condition in conditions}
+            temperatures.append(temperature)
+        dev_en = parts["dev-en"]
+        facts = learned(dev_en["logits"], dev_en["labels"], base_rate, seed=seed)
+        fused.append(Member(seed=seed, parts=parts, calibrations=maps, valid=valid, dev_en_loss=facts["loss"],
+                            learned=facts, zero_shot_temperature=temperatures[0]))
+    return fused
+
+
+def constant_member(template: Member, base_rate: float, conditions: tuple) -> Member:
+    """The floor: ``P(y = 1)`` equal to the English training base rate for every example, in every condition."""
+    constant = float(np.log(base_rate) - np.log1p(-base_rate))
+    parts = {name: {"logits": np.tile([0.0, constant], (len(part["labels"]), 1)), "labels": part["labels"],
+                    "ids": part["ids"]} for name, part in template.parts.items()}
+    maps = {lang: {condition: (1.0, 0.0) for condition in conditions} for lang in template.calibrations}
+    valid = {lang: {condition: True for condition in conditions} for lang in template.calibrations}
+    dev_en = parts["dev-en"]
+    facts = learned(dev_en["logits"], dev_en["labels"], base_rate)
+    return Member(seed=0, parts=parts, calibrations=maps, valid=valid, dev_en_loss=facts["loss"], learned=facts,
+                  zero_shot_temperature=1.0, extras={"base_rate": base_rate, "p1": float(expit(constant))})
