@@ -89,6 +89,22 @@ def test_another_spec_in_the_same_sweep_folder_is_refused(tiny_encoder, mini_paw
         make_plan(SweepSpec.from_dict(spec_dict(tiny_encoder, mini_pawsx, seeds=[5])), tmp_path / "sweep")
 
 
+def test_plans_record_the_resolved_recipe_and_older_plans_are_still_accepted(tiny_encoder, mini_pawsx, tmp_path):
+    from xfuse.hashing import config_fingerprint
+    from xfuse.sweep import train_config
+    from xfuse.train import TrainConfig
+
+    spec = SweepSpec.from_dict(spec_dict(tiny_encoder, mini_pawsx))
+    plan = make_plan(spec, tmp_path / "sweep")
+    assert plan["train_resolved"]["patience"] == TrainConfig.patience and "threads" not in plan["train_resolved"]
+    changed = dict(plan, train_resolved=dict(plan["train_resolved"], patience=99))  # defaults changed since planning
+    assert train_config(changed, plan["tasks"][0], tmp_path).patience == 99
+    older = {key: value for key, value in plan.items() if key not in ("train_resolved", "fingerprint")}
+    older["fingerprint"] = config_fingerprint(older)  # a plan written before plans recorded the recipe
+    (tmp_path / "sweep" / "plan.json").write_text(json.dumps(older))
+    assert make_plan(spec, tmp_path / "sweep") == older
+
+
 @pytest.fixture(scope="module")
 def small_sweep(tiny_encoder, mini_pawsx, tmp_path_factory):
     """A plan of 4 tasks with its store extracted."""

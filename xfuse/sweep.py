@@ -202,6 +202,9 @@ def make_plan(spec: SweepSpec, sweep_dir: Path, store: Optional[Path] = None) ->
     path = sweep_dir / PLAN_FILE
     if path.is_file():
         recorded = load_plan(path)
+        if "train_resolved" not in recorded:  # planned before plans recorded the resolved recipe: compare the rest
+            older = {key: value for key, value in plan.items() if key not in ("train_resolved", "fingerprint")}
+            plan["fingerprint"] = config_fingerprint(older)
         if recorded["fingerprint"] != plan["fingerprint"]:
             raise XfuseError(f"{path} holds another plan (other spec or store); choose another --out or remove it")
         return recorded
