@@ -117,12 +117,14 @@ def test_brier_decomposition_adds_up_with_constant_forecasts_per_bin():
     assert parts["reliability"] - parts["resolution"] + parts["uncertainty"] == pytest.approx(cal.brier(p1, y), abs=1e-12)
 
 
-def test_vectorised_bootstrap_equals_metrics_of_explicit_resamples():
+@pytest.mark.parametrize("rounding", [None, 2])  # 2: many tied confidences, for AUROC's and AURC's ties
+def test_vectorised_bootstrap_equals_metrics_of_explicit_resamples(rounding):
     rng = np.random.default_rng(5)
-    p1 = rng.random(400)
+    p1 = rng.random(400) if rounding is None else np.round(rng.random(400), rounding)
     y = (rng.random(400) < p1 ** 1.5).astype(int)
     resamples, seed = 60, 4
     intervals = cal.bootstrap_intervals(p1, y, bins=10, n_resamples=resamples, seed=seed)
+    resampled = cal.resampled_metrics(p1, y, cal.resample_counts(400, resamples, seed), 10)
     draws = np.random.default_rng(seed).integers(0, 400, size=(resamples, 400))  # explicit resamples of indices
     confidence, correct = cal.top_label(p1, y)
     adaptive_edges = cal.bin_edges(confidence, 10, equal_mass=True)
@@ -143,6 +145,7 @@ def test_vectorised_bootstrap_equals_metrics_of_explicit_resamples():
     for name, values in direct.items():
         expected = np.percentile(values, [2.5, 97.5])
         np.testing.assert_allclose(intervals[name], expected, rtol=1e-9, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(resampled[name], values, rtol=1e-9, atol=1e-12, err_msg=name)  # every resample
 
 
 @pytest.mark.parametrize("probs, labels, message", [

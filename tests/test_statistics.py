@@ -19,18 +19,23 @@ def test_holm_hand_computed():
 def test_seed_interval_equals_an_explicit_computation():
     per_seed = np.array([0.10, 0.13, 0.07])
     rng = np.random.default_rng(0)
-    resampled = per_seed + rng.normal(0, 0.01, size=(50, 3))
-    means = [sum(row) / 3 for row in resampled]  # explicit loop over resamples
+    resampled = per_seed + rng.normal(0, 0.01, size=(50, 1)) + rng.normal(0, 0.004, size=(50, 3))
+    means = [sum(row) / 3 for row in resampled]  # explicit loops over resamples and seeds
     example_var = sum((m - sum(means) / 50) ** 2 for m in means) / 49
+    per_seed_var = [sum((resampled[r, s] - resampled[:, s].mean()) ** 2 for r in range(50)) / 49 for s in range(3)]
+    interaction = 3 / 2 * (sum(per_seed_var) / 3 - example_var)
     seed_var = sum((v - 0.1) ** 2 for v in per_seed) / 2 / 3
-    total = example_var + seed_var
+    total = seed_var + example_var - interaction / 3
     dof = total ** 2 / (seed_var ** 2 / 2)
     half = student_t.ppf(0.975, dof) * np.sqrt(total)
     result = seed_interval(per_seed, resampled)
     assert result["value"] == pytest.approx(0.1)
     assert result["dof"] == pytest.approx(dof)
     assert (result["low"], result["high"]) == pytest.approx((0.1 - half, 0.1 + half))
-    assert result["low"] <= result["value"] <= result["high"]
+    positive = seed_interval(per_seed, resampled, positive=True)  # a metric >= 0: the lower end truncated at 0
+    assert (positive["low"], positive["high"]) == pytest.approx((max(0.0, 0.1 - half), 0.1 + half))
+    undefined = seed_interval([0.7, np.nan, 0.8], np.column_stack([np.full(5, 0.7), np.full(5, np.nan), np.full(5, 0.8)]))
+    assert undefined["value"] == pytest.approx(0.75) and undefined["undefined_seeds"] == 1
 
 
 def test_paired_test_equals_an_explicit_computation_and_one_seed_is_example_only():
@@ -39,8 +44,14 @@ def test_paired_test_equals_an_explicit_computation_and_one_seed_is_example_only
     shared = rng.normal(0, 0.02, size=(40, 1))  # the examples' shared noise: pairing cancels it
     a_res, b_res = a + shared + rng.normal(0, 0.005, (40, 3)), b + shared + rng.normal(0, 0.005, (40, 2))
     differences = a_res.mean(axis=1) - b_res.mean(axis=1)
+
+    def interaction(values, samples):
+        size = values.size
+        return max(0.0, size / (size - 1) * (np.var(samples, axis=0, ddof=1).mean()
+                                             - np.var(samples.mean(axis=1), ddof=1))) / size
+
     va, vb = np.var(a, ddof=1) / 3, np.var(b, ddof=1) / 2
-    total = np.var(differences, ddof=1) + va + vb
+    total = max(va + vb + np.var(differences, ddof=1) - interaction(a, a_res) - interaction(b, b_res), va + vb)
     dof = total ** 2 / (va ** 2 / 2 + vb ** 2 / 1)
     delta = a.mean() - b.mean()
     result = paired_seed_test(a, a_res, b, b_res)
@@ -48,30 +59,32 @@ def test_paired_test_equals_an_explicit_computation_and_one_seed_is_example_only
     assert result["dof"] == pytest.approx(dof)
     assert result["p_value"] == pytest.approx(2 * student_t.sf(abs(delta) / np.sqrt(total), dof))
     assert not result["example_only"]
-    single = paired_seed_test(a[:1], a_res[:, :1], b[:1], b_res[:, :1])
-    assert single["example_only"] and single["dof"] == float("inf")
+    assert paired_seed_test(a[:1], a_res[:, :1], b, b_res)["example_only"]  # one side's seed variance unknown
+    # the same runs seed by seed: a one-sample test on the per-seed differences
+    shift = np.array([0.01, 0.02, 0.015])
+    same = paired_seed_test(a, a_res, a - shift, a_res - shift + rng.normal(0, 0.001, (40, 3)), same_seeds=True)
+    assert same["delta"] == pytest.approx(0.015) and 2 <= same["dof"] < np.inf
 
 
-def _seed_probabilities(truth_logit, rng):
+def _seed_probabilities(truth_logit, rng, scale=1.3):
     """One "training seed" of a model: the true logit, rescaled and shifted per seed, with per-example noise."""
-    return expit(truth_logit * rng.normal(1.3, 0.25) + rng.normal(0, 0.3) + rng.normal(0, 0.6, truth_logit.size))
+    return expit(truth_logit * rng.normal(scale, 0.25) + rng.normal(0, 0.3) + rng.normal(0, 0.6, truth_logit.size))
 
 
-@pytest.mark.parametrize("seeds", [3, 5])
-def test_paired_test_keeps_its_size_when_both_configurations_are_the_same_model(seeds):
-    """Two configurations that are the same model with different seeds: rejections at most alpha + MC error."""
-    rng = np.random.default_rng(seeds)
-    replicates, n, alpha = 400, 300, 0.05
-    rejected = {"ece": 0, "accuracy": 0}
+def rejection_rates(replicates: int, seeds_a: int, seeds_b: int, scale_b: float = 1.3, seed: int = 0,
+                    n: int = 300, alpha: float = 0.05) -> tuple:
+    """({metric: rate}, rate of example_only) of the paired test on simulated pairs of configurations."""
+    rng = np.random.default_rng(seed)
+    rejected, flagged = {"ece": 0, "accuracy": 0}, 0
     for replicate in range(replicates):
         truth = logit(rng.beta(2, 2, n))
         labels = (rng.random(n) < expit(truth)).astype(int)
         counts = cal.resample_counts(n, 200, replicate)
         sides = []
-        for _ in range(2):
+        for seeds, scale in ((seeds_a, 1.3), (seeds_b, scale_b)):
             values, resampled = {name: [] for name in rejected}, {name: [] for name in rejected}
             for _ in range(seeds):
-                probs = _seed_probabilities(truth, rng)
+                probs = _seed_probabilities(truth, rng, scale)
                 samples = cal.resampled_metrics(probs, labels, counts, 10, tuple(rejected))
                 for name in rejected:
                     values[name].append(cal.metric_value(name, probs, labels, 10))
@@ -79,10 +92,28 @@ def test_paired_test_keeps_its_size_when_both_configurations_are_the_same_model(
             sides.append((values, resampled))
         for name in rejected:
             (a, a_res), (b, b_res) = [(np.array(v[name]), np.stack(r[name], axis=1)) for v, r in sides]
-            rejected[name] += paired_seed_test(a, a_res, b, b_res)["p_value"] < alpha
+            test = paired_seed_test(a, a_res, b, b_res)
+            rejected[name] += test["p_value"] < alpha
+            flagged += test["example_only"] and name == "ece"
+    return {name: count / replicates for name, count in rejected.items()}, flagged / replicates
+
+
+@pytest.mark.parametrize("seeds", [3, 5])
+def test_paired_test_keeps_its_size_when_both_configurations_are_the_same_model(seeds):
+    """Two configurations that are the same model with different seeds: rejections at most alpha + MC error."""
+    replicates, alpha = 400, 0.05
+    rates, flagged = rejection_rates(replicates, seeds, seeds, seed=seeds)
     monte_carlo = 2.5 * np.sqrt(alpha * (1 - alpha) / replicates)
-    for name, count in rejected.items():
-        assert count / replicates <= alpha + monte_carlo, (name, count / replicates)
+    for name, rate in rates.items():
+        assert rate <= alpha + monte_carlo, (name, rate)
+    assert rates["ece"] > 0.005 and flagged == 0  # not a test that never rejects
+
+
+def test_paired_test_finds_a_known_calibration_shift_and_flags_a_single_seed():
+    rates, _ = rejection_rates(150, 3, 3, scale_b=2.4, seed=7)
+    assert rates["ece"] > 0.3  # much sharper seeds, the same ranking: ECE differs
+    _, flagged = rejection_rates(20, 1, 3, seed=8)
+    assert flagged == 1.0
 
 
 def test_noise_floor_equals_a_direct_simulation_with_the_same_draws():

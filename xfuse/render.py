@@ -25,8 +25,8 @@ from .report import CONSTANT, comparison, is_learned, lookup
 ROW_COLUMNS = ("head", "layers", "kind", "lower_layer", "seed", "seeds", "learned_seeds", "invalid_seeds", "lang",
                "condition", "metric", "value", "low", "high", "se", "dof", "seed_se", "example_se", "noise_floor")
 COMPARISON_COLUMNS = ("head", "layers", "kind", "lower_layer", "reference", "reference_layers", "lang", "condition",
-                      "metric", "delta", "low", "high", "se", "dof", "p_value", "p_holm", "significant", "example_only",
-                      "noise_floor", "beyond_floor", "learned")
+                      "metric", "family", "delta", "low", "high", "se", "dof", "p_value", "p_holm", "significant",
+                      "example_only", "same_seeds", "noise_floor", "beyond_floor", "learned")
 TABLE_METRICS = ("accuracy", "ece", "signed_calibration_error", "smooth_ece", "brier", "nll", "auroc", "aurc")
 
 
@@ -110,7 +110,7 @@ def render_markdown(tables: dict, figures: list) -> str:
     languages, last = tables["languages"], tables["last"]
     extract = plan["extract"]
     seeds = sorted({task["seed"] for task in plan["tasks"]})
-    recipe = plan.get("train_resolved", plan["train"])
+    recipe = tables["recipe"]
     lines = [
         "# xfuse report", "",
         f"Made by xfuse {__version__} from a sweep of {len(plan['tasks'])} tasks: {len(status['done'])} done, "
@@ -120,12 +120,17 @@ def render_markdown(tables: dict, figures: list) -> str:
         f"training settings {json.dumps(recipe, sort_keys=True)}.", "",
         "**How to read the numbers.** Seeds are the unit of inference. Each value is the mean over a configuration's "
         "seeds with a 95% interval that adds the seed-to-seed variance to the test-example bootstrap variance of the "
-        f"seed mean ({config['n_resamples']} resamples, the same for every configuration of a language), referred to "
-        "a t distribution with Welch-Satterthwaite degrees of freedom; the interval is symmetric, so it always "
-        "contains its point estimate (`results.csv` holds each seed's value beside it, and the two standard errors). "
-        "Comparisons are paired on the test examples, with seeds as independent replicates of each configuration, "
-        "and Holm-adjusted within each reference, metric and condition over every configuration and language; `*` "
-        f"marks a change significant at {config['alpha']} after adjustment (`xfuse.statistics`). Beside each binned "
+        f"seed mean ({config['n_resamples']} resamples, the same for every configuration of a language), counting "
+        "their seed-by-example interaction once, and uses a t quantile with Welch-Satterthwaite degrees of freedom; "
+        "it contains its point estimate, and for metrics that cannot be negative (ECEs, Brier, NLL, risk-coverage "
+        "area) its lower end is truncated at 0 (`results.csv` holds each seed's value beside it, and both standard "
+        "errors). Comparisons are paired on the test examples, with seeds as independent replicates of each "
+        "configuration (per-seed differences where both sides are the same runs: late fusion against its own "
+        "layer, a calibration condition against none). `*` marks a change significant at "
+        f"{config['alpha']} after Holm's correction within each reference, metric and condition, separately over "
+        "the pre-specified comparisons (each strategy at its lower layer chosen on English dev, scalar_mix, the "
+        "late top-k) and over the rest of the grid; calibration metrics are tested only where both sides learned, "
+        "and a comparison where a side has a single seed is not tested (`xfuse.statistics`). Beside each binned "
         "ECE stands its **noise floor**: the mean ECE of a perfectly calibrated model with the same confidences and "
         f"number of test examples ({config['floor_simulations']} simulations per seed); a significant ECE change "
         "smaller than the floor of either side is marked \"below floor\" and is not called a calibration "
@@ -134,8 +139,8 @@ def render_markdown(tables: dict, figures: list) -> str:
         "anti-informative fit (its logits rank the classes the wrong way round on the dev set the calibrator was "
         "fitted on): a clamp, not a calibration.", "",
         "Reference rows: the **constant** predictor at the English training base rate "
-        f"({tables['base_rate']:.4f}; the floor any learned head must beat on accuracy, and well calibrated by "
-        f"construction), the **last layer** ({label(tables['baseline'])}), and the **best single layer chosen on "
+        f"({tables['base_rate']:.4f}; the accuracy any learned head must beat, and well calibrated by "
+        f"construction; the calibrators leave it as it is), the **last layer** ({label(tables['baseline'])}), and the **best single layer chosen on "
         f"English dev** ({label(tables['best_single'])}, lowest dev-en loss). Late fusion averages the class "
         "probabilities of `single` heads (the last layer with each lower one; and the best k layers by dev-en "
         "loss, k chosen by the fused dev-en loss), from their saved predictions, with no new training.", "",
@@ -166,8 +171,8 @@ def render_markdown(tables: dict, figures: list) -> str:
                 for key in shown for lang in languages]
         lines += _table(["configuration", "lang"] + [METRIC_LABELS[m] for m in metrics], body)
     lines += ["## Brier score's calibration and refinement parts", "",
-              "Uncalibrated; calibration (reliability over 15 equal-width bins of P(y = 1)) plus refinement equals "
-              "the Brier score.", ""]
+              f"Uncalibrated; calibration (reliability over {tables['bins']} equal-width bins of P(y = 1)) plus "
+              "refinement equals the Brier score.", ""]
     if {"brier_reliability", "brier_refinement"} <= set(config["metrics"]):
         lines += _table(["configuration", "lang", "Brier", "calibration part", "refinement part"],
                         [[_name(tables, key), lang] + [_cell(lookup(tables, key, lang, "uncalibrated", m), 4)

@@ -45,7 +45,8 @@ import numpy as np
 from .calibration import METRICS, metric_value, resample_counts, resampled_metrics, top_label
 from .errors import XfuseError
 from .fewshot import DEFAULT_KS, few_shot_ts
-from .results import constant_member, fused_dev_en_loss, late_fusion, load_sweep, train_base_rate
+from .results import constant_member, fused_dev_en_loss, late_fusion, load_sweep, recorded_recipe, train_base_rate
+from .sweep import sweep_paths
 from .statistics import ece_noise_floor, holm, paired_seed_test, seed_interval
 from .temperature import logit_difference_probabilities
 
@@ -53,6 +54,8 @@ REPORT_METRICS = ("accuracy", "ece", "adaptive_ece", "smooth_ece", "signed_calib
                   "brier_reliability", "brier_refinement", "nll", "auroc", "aurc")
 HIGHER_IS_BETTER = ("accuracy", "auroc")
 FLOORED = {"ece": False, "adaptive_ece": True}  # binned ECEs with a noise floor: equal-mass bins?
+NON_NEGATIVE = ("ece", "adaptive_ece", "smooth_ece", "mce", "classwise_ece", "brier", "brier_reliability", "nll",
+                "aurc")  # intervals truncated at 0 (xfuse.statistics.seed_interval)
 CALIBRATION_METRICS = ("ece", "adaptive_ece", "smooth_ece", "signed_calibration_error", "brier_reliability", "nll")
 FUSION_HEADS = ("dlfa", "aif", "concat", "mean")
 CONSTANT = ("constant", ())
@@ -105,11 +108,14 @@ def _late_configurations(configurations: dict, last: int, base_rate: float, cond
     if last not in singles or len(singles) < 2:
         return late, None
     for lower in sorted(singles):
-        if lower != last:
-            late[("late", (lower, last))] = late_fusion([singles[lower], singles[last]], base_rate, conditions)
+        members = late_fusion([singles[lower], singles[last]], base_rate, conditions) if lower != last else []
+        if members:  # layers trained on disjoint seeds have nothing to fuse
+            late[("late", (lower, last))] = members
     ranked = sorted(singles, key=lambda layer: (np.mean([m.dev_en_loss for m in singles[layer]]), layer))
     losses = {k: fused_dev_en_loss([singles[layer] for layer in ranked[:k]]) for k in range(2, len(ranked) + 1)}
     best_k = min(losses, key=lambda k: (losses[k], k))  # chosen on English dev: the fused dev-en loss, mean over seeds
+    if not np.isfinite(losses[best_k]):
+        return late, None
     key = ("late", tuple(sorted(ranked[:best_k])))
     if key not in late:
         late[key] = late_fusion([singles[layer] for layer in ranked[:best_k]], base_rate, conditions)
@@ -142,7 +148,7 @@ def _member_rows(job: dict) -> tuple:
             invalid = sum(not member.valid[lang][condition] for member in members)
             for name in metrics:
                 values, resampled = np.array(per_seed[name]), np.stack(samples[name], axis=1)  # (S,), (R, S)
-                estimate = seed_interval(values, resampled)
+                estimate = seed_interval(values, resampled, positive=name in NON_NEGATIVE)
                 row = {"head": key[0], "layers": layers_text(key), "lower_layer": lower_layer(key, job["last"]),
                        "kind": job["kinds"][key], "seed": "mean", "seeds": len(members),
                        "learned_seeds": sum(bool(m.learned["learned"]) for m in members), "invalid_seeds": invalid,
@@ -154,22 +160,34 @@ def _member_rows(job: dict) -> tuple:
                              "seed": member.seed, "value": float(value), "invalid_seeds": int(not member.valid[lang][condition])}
                             for member, value in zip(members, values))
                 kept[(key, condition, name)] = (values, resampled, row)
+    def compare(key, reference, reference_name, condition, reference_condition, name, same_seeds):
+        values, resampled, row = kept[(key, condition, name)]
+        ref_values, ref_resampled, ref_row = kept[(reference, reference_condition, name)]
+        test = paired_seed_test(values, resampled, ref_values, ref_resampled, same_seeds=same_seeds)
+        floor = max(row["noise_floor"], ref_row["noise_floor"]) if name in FLOORED else None
+        comparisons.append({
+            "head": key[0], "layers": layers_text(key), "lower_layer": row["lower_layer"], "kind": row["kind"],
+            "reference": reference_name, "reference_layers": layers_text(reference), "lang": lang,
+            "condition": condition, "metric": name, **test, "same_seeds": same_seeds, "noise_floor": floor,
+            "beyond_floor": None if floor is None else bool(abs(test["delta"]) > floor),
+            "family": "primary" if key in job["primary"] else "grid",
+            "learned": row["learned_seeds"] == row["seeds"] and ref_row["learned_seeds"] == ref_row["seeds"]})
+
     for reference_name, reference in job["references"].items():
-        for key in job["configurations"]:
+        for key, members in job["configurations"].items():
             if key in (reference, CONSTANT):
                 continue
+            # late fusion of a reference's own runs: the same runs seed by seed on both sides
+            same_seeds = (job["kinds"][key] == "late" and reference[0] == "single" and reference[1][0] in key[1]
+                          and [m.seed for m in members] == [m.seed for m in job["configurations"][reference]])
             for condition in job["conditions"]:
                 for name in metrics:
-                    values, resampled, row = kept[(key, condition, name)]
-                    ref_values, ref_resampled, ref_row = kept[(reference, condition, name)]
-                    test = paired_seed_test(values, resampled, ref_values, ref_resampled)
-                    floor = max(row["noise_floor"], ref_row["noise_floor"]) if name in FLOORED else None
-                    comparisons.append({
-                        "head": key[0], "layers": layers_text(key), "lower_layer": row["lower_layer"],
-                        "kind": row["kind"], "reference": reference_name, "reference_layers": layers_text(reference),
-                        "lang": lang, "condition": condition, "metric": name, **test, "noise_floor": floor,
-                        "beyond_floor": None if floor is None else bool(abs(test["delta"]) > floor),
-                        "learned": row["learned_seeds"] == row["seeds"] and ref_row["learned_seeds"] == ref_row["seeds"]})
+                    compare(key, reference, reference_name, condition, condition, name, same_seeds)
+    for key in job["primary"]:  # what calibrating does, the same runs before and after
+        for condition in job["conditions"]:
+            if condition != "uncalibrated":
+                for name in [m for m in CALIBRATION_METRICS if m in metrics]:
+                    compare(key, key, "uncalibrated", condition, "uncalibrated", name, True)
     return rows, comparisons
 
 
@@ -183,6 +201,8 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
         raise XfuseError(f"{config.plan}: the last layer's baseline (single on layer {last}) has no finished run; "
                          "a sweep to report on must include it")
     kinds = {key: "trained" for key in configurations}
+    first_done = plan["tasks"][status["done"][0]]["name"]
+    recipe = plan.get("train_resolved") or recorded_recipe(sweep_paths(Path(config.plan))["results"] / first_done)
     some_member = configurations[last_key][0]
     base_rate = next((m.learned["train_base_rate"] for members in configurations.values() for m in members
                       if "train_base_rate" in m.learned), None)
@@ -203,6 +223,14 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
     ordered = order + sorted((key for key in every if key not in order), key=lambda key: (key[0], key[1]))
     languages = list(some_member.calibrations)
     bins = int(plan.get("train_resolved", plan["train"]).get("bins", 15))
+    best_lower = {}
+    for head in FUSION_HEADS + ("late",):
+        candidates = [key for key in every if key[0] == head and lower_layer(key, last) is not None]
+        if candidates:
+            best_lower[head] = min(candidates, key=lambda key: (dev_en_loss[key], key))
+    # the pre-specified comparisons: each strategy at its lower layer chosen on dev-en, scalar_mix, late top-k
+    primary = list(dict.fromkeys([last_key, best_single] + list(best_lower.values())
+                                 + [key for key in every if key[0] == "scalar_mix"] + ([late_top] if late_top else [])))
     jobs = []
     for number, lang in enumerate(languages):
         reference_ids = some_member.parts[f"test-{lang}"]["ids"]
@@ -214,7 +242,8 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
         jobs.append(dict(lang=lang, configurations={key: every[key] for key in ordered}, kinds=kinds,
                          references=references, last=last, conditions=conditions, metrics=tuple(config.metrics),
                          n_resamples=int(config.n_resamples), seed=config.seed + number, bins=bins,
-                         size=len(reference_ids), floor_simulations=int(config.floor_simulations)))
+                         size=len(reference_ids), floor_simulations=int(config.floor_simulations),
+                         primary=primary))
     rows, comparisons = [], []
     for job, (language_rows, language_comparisons) in zip(jobs, _map(_member_rows, jobs, config.workers)):
         rows.extend(language_rows)
@@ -222,16 +251,16 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
         log(f"report: {job['lang']} done ({len(ordered)} configurations)")
     families = {}
     for position, row in enumerate(comparisons):
-        families.setdefault((row["reference"], row["metric"], row["condition"]), []).append(position)
+        row["p_holm"], row["significant"] = None, False
+        if row["example_only"] or not np.isfinite(row["p_value"]):
+            continue  # a side with one seed (or an undefined metric): no seed-level test
+        if row["metric"] in CALIBRATION_METRICS and not row["learned"]:
+            continue  # calibration of a run at the prior is calibration by construction: not tested
+        families.setdefault((row["family"], row["reference"], row["metric"], row["condition"]), []).append(position)
     for positions in families.values():
         for position, adjusted in zip(positions, holm([comparisons[i]["p_value"] for i in positions])):
             comparisons[position]["p_holm"] = float(adjusted)
             comparisons[position]["significant"] = bool(adjusted < config.alpha)
-    best_lower = {}
-    for head in FUSION_HEADS + ("late",):
-        candidates = [key for key in every if key[0] == head and lower_layer(key, last) is not None]
-        if candidates:
-            best_lower[head] = min(candidates, key=lambda key: (dev_en_loss[key], key))
     few_shot = {}
     shown = [last_key, best_single] + [key for key in best_lower.values() if key[0] != "late"]
     if config.few_shot_draws and "ece" in config.metrics:
@@ -256,7 +285,7 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
             "provenance": provenance(plan, Path(config.plan), every), "languages": languages,
             "last": last, "baseline": last_key, "best_single": best_single, "references": references,
             "constant": CONSTANT, "base_rate": base_rate, "configurations": ordered, "kinds": kinds,
-            "late_top": late_top, "best_lower": best_lower, "reliability": reliability, "bins": bins,
+            "late_top": late_top, "best_lower": best_lower, "primary": primary, "recipe": recipe, "reliability": reliability, "bins": bins,
             "not_learned": not_learned, "dev_en_loss": {key: dev_en_loss[key] for key in ordered},
             "temperatures": {key: float(np.mean([m.zero_shot_temperature for m in every[key]])) for key in ordered}}
 

@@ -87,6 +87,43 @@ def check_result(folder: Path, plan: dict, task: dict) -> None:
                              f"{value!r}; remove it and rerun the task (xfuse sweep submit)")
 
 
+def recorded_recipe(folder: Path) -> dict:
+    """The training settings a result was made with, less the per-task and environment ones."""
+    recorded = json.loads((folder / "config.json").read_text())["train"]
+    return {key: value for key, value in recorded.items() if key not in _TRAIN_PER_TASK + _TRAIN_ENVIRONMENT}
+
+
+def _check_results_agree(plan: dict, read: list) -> None:
+    """Every result from the plan's store, with every planned language, and (for plans that predate the recorded
+    recipe) all with one recipe."""
+    from .features import STORE_FILE, FeatureStore
+
+    store = Path(plan["store"])
+    expected = FeatureStore(store).settings.get("fingerprint") if (store / STORE_FILE).is_file() else None
+    languages = set(plan["extract"].get("languages") or ())
+    first_recipe = first_folder = first_fingerprint = None
+    for task, folder, metrics, _ in read:
+        fingerprint = json.loads((folder / "config.json").read_text())["features"].get("fingerprint")
+        if expected is not None and fingerprint != expected:
+            raise XfuseError(f"{folder}: a stale or foreign result: made from features {str(fingerprint)[:16]}, the "
+                             f"plan's store {store} holds {expected[:16]}; remove it and rerun the task")
+        if first_fingerprint is not None and fingerprint != first_fingerprint:
+            raise XfuseError(f"{folder}: made from other features than {first_folder}; remove the stale result")
+        missing = sorted(languages - set(metrics["languages"]))
+        if missing:
+            raise XfuseError(f"{folder}: no results for language(s) {', '.join(missing)} of the plan; remove it and "
+                             "rerun the task")
+        recipe = recorded_recipe(folder)
+        if "train_resolved" not in plan and first_recipe is not None:
+            differing = sorted(key for key in set(recipe) | set(first_recipe) if recipe.get(key) != first_recipe.get(key))
+            if differing:
+                key = differing[0]
+                raise XfuseError(f"{folder}: made with {key} = {recipe.get(key)!r}, {first_folder} with "
+                                 f"{first_recipe.get(key)!r}; the results of one report must share a recipe")
+        if first_folder is None:
+            first_recipe, first_folder, first_fingerprint = recipe, folder, fingerprint
+
+
 def _calibration_maps(metrics: dict, lang: str, conditions: tuple) -> tuple:
     maps, valid = {}, {}
     for condition in conditions:
@@ -142,14 +179,9 @@ def load_sweep(plan_path: Path) -> tuple:
         read.append((task, folder, metrics, curve))
     conditions = tuple(condition for condition in CONDITIONS
                        if all(condition in m["languages"][lang] for _, _, m, _ in read for lang in m["languages"]))
-    fingerprints = {}
     configurations = {}
+    _check_results_agree(plan, read)
     for task, folder, metrics, curve in read:
-        fingerprints.setdefault(json.loads((folder / "config.json").read_text())["features"].get("fingerprint"),
-                                folder)
-        if len(fingerprints) > 1:
-            first, second = list(fingerprints.values())[:2]
-            raise XfuseError(f"{second}: made from another features store than {first}; remove the stale result")
         parts = _read_predictions(folder)
         if "learned" in metrics:
             facts = metrics["learned"]
@@ -195,12 +227,12 @@ def _common_seeds(layer_members: list) -> list:
 
 def fused_dev_en_loss(layer_members: list) -> float:
     """The dev-en NLL of the late fusion of ``layer_members``, mean over their common seeds (selects k)."""
-    losses = []
+    losses = [float("inf")]  # no common seed: never chosen
     for seed in _common_seeds(layer_members):
         chosen = [next(member for member in members if member.seed == seed) for members in layer_members]
         log_p = _fused_log_probabilities(chosen, "dev-en")
         losses.append(float(-np.mean(log_p[np.arange(len(log_p)), chosen[0].parts["dev-en"]["labels"]])))
-    return float(np.mean(losses))
+    return float(np.mean(losses[1:])) if len(losses) > 1 else losses[0]
 
 
 def late_fusion(layer_members: list, base_rate: float, conditions: tuple) -> list:

@@ -10,30 +10,34 @@ combined:
   the test examples of the seed mean (the same resamples for every seed, so
   the seeds' shared test-set noise is counted once).
 
-The interval is ``value +- t_{0.975, nu} sqrt(V_seed + V_ex)`` with the
-Welch-Satterthwaite degrees of freedom ``nu = V^2 / (V_seed^2 / (S - 1))``
-(``V_ex`` is estimated from many resamples and treated as known; ``nu`` is
-infinite when it dominates). The interval contains its point estimate by
-construction. Both variances include the seed-by-example interaction, so the
-sum errs on the conservative side.
+Both contain the seed-by-example interaction ``Var_ab / S``; it is
+estimated from the per-seed resamples, ``Var_ab = S / (S - 1) (mean_s
+Var*(A_s) - V_ex)``, and counted once: ``V = V_seed + V_ex - Var_ab / S``
+(never below either part). The interval is ``value +- t_{0.975, nu} sqrt(V)``
+with the Welch-Satterthwaite degrees of freedom ``nu = V^2 / (V_seed^2 /
+(S - 1))`` (``V_ex`` is estimated from many resamples and treated as known;
+``nu`` is infinite when there is one seed). It contains its point estimate by
+construction; for metrics that cannot be negative (ECEs, Brier parts, NLL)
+its lower end is truncated at 0. Seeds
+whose metric is undefined (an AUROC when every prediction is right) are left
+out and counted.
 
 A comparison of configurations A and B (independently trained: their seeds
 are not paired) is paired on the test examples: ``D = mean_A - mean_B``,
 ``V_ex`` the resampled variance of ``mean_A* - mean_B*`` on shared resamples,
-``V_seed = s_A^2 / S_A + s_B^2 / S_B``,
+``V = s_A^2 / S_A + s_B^2 / S_B + V_ex - Var_ab,A / S_A - Var_ab,B / S_B``,
 ``nu = V^2 / ((s_A^2/S_A)^2 / (S_A - 1) + (s_B^2/S_B)^2 / (S_B - 1))``, and
-``p = 2 P(T_nu > |D| / sqrt(V))``. With a single seed on both sides the seed
-variance cannot be estimated; the test then conditions on those runs
-(example-level only, ``nu`` infinite), and :func:`paired_seed_test` says so.
+``p = 2 P(T_nu > |D| / sqrt(V))``. Where both sides are built from the same
+runs seed by seed (late fusion against one of its own layers; one
+configuration under two calibration conditions), the per-seed differences are
+the replicates instead (``same_seeds``). When a side has a single seed its
+seed variance cannot be estimated; the test then conditions on that run and
+says so (``example_only``).
 
 Its size, measured by ``benchmarks/paired_test_size.py`` (600 simulated
 replicates in which both configurations are the same model with different
-seeds, a new test set each time): at level 0.05 it rejected 0.020 (ECE) and
-0.015 (accuracy) of the time with 3 seeds a side, 0.017 and 0.012 with 5. It
-is conservative, as said above; a two-level bootstrap (resample seeds, then
-examples, Wald p-value) was as conservative in the same simulation (0.017,
-0.013; 0.010, 0.005) and, with three seeds, has only ten distinct seed
-resamples to draw from, so xfuse uses the closed form.
+seeds, a new test set each time), and its power at a known shift are in the
+README; ``tests/test_statistics.py`` checks both.
 
 :func:`ece_noise_floor` is the expected binned ECE of a perfectly calibrated
 model with the same confidences and number of examples: each prediction is
@@ -74,9 +78,23 @@ def _check(per_seed, resampled, name: str) -> tuple:
     return values, samples
 
 
-def _seed_part(values: np.ndarray) -> float:
-    """``s^2 / S``, 0 for one seed."""
-    return float(np.var(values, ddof=1) / values.size) if values.size > 1 else 0.0
+def _parts(values: np.ndarray, samples: np.ndarray) -> tuple:
+    """(seed part ``s^2 / S``, example part of the seed mean, interaction part ``Var_ab / S``) of one side.
+
+    ``Var_ab = S / (S - 1) (mean_s Var*(A_s) - Var*(mean_s A_s))`` is the
+    seed-by-example interaction, which both other parts contain; it is taken
+    out once. Resamples where a seed's metric is undefined (NaN) are skipped.
+    """
+    finite = np.isfinite(samples).all(axis=1)
+    samples = samples[finite]
+    size = values.size
+    if samples.shape[0] < 2:
+        return (float(np.var(values, ddof=1) / size) if size > 1 else 0.0), 0.0, 0.0
+    example = float(np.var(samples.mean(axis=1), ddof=1))
+    if size < 2:
+        return 0.0, example, 0.0
+    interaction = size / (size - 1) * (float(np.mean(np.var(samples, axis=0, ddof=1))) - example)
+    return float(np.var(values, ddof=1) / size), example, max(0.0, interaction) / size
 
 
 def _dof(total: float, seed_parts: list) -> float:
@@ -85,47 +103,87 @@ def _dof(total: float, seed_parts: list) -> float:
     return float(total ** 2 / denominator) if denominator > 0 else float("inf")
 
 
-def seed_interval(per_seed, resampled, level: float = 0.95) -> dict:
-    """The seed mean with a ``level`` interval over seeds and test examples (module docstring)."""
+def _defined_seeds(values: np.ndarray, samples: np.ndarray) -> tuple:
+    """Drop seeds whose metric is undefined on the full test set (an AUROC with no wrong prediction)."""
+    keep = np.isfinite(values)
+    return values[keep], samples[:, keep], int((~keep).sum())
+
+
+def seed_interval(per_seed, resampled, level: float = 0.95, positive: bool = False) -> dict:
+    """The seed mean with a ``level`` interval over seeds and test examples (module docstring).
+
+    ``positive``: the metric is >= 0 (an ECE, a Brier part, an NLL); the
+    interval's lower end is truncated at 0. (A log-scale interval would stay
+    above 0 too, but explodes upward when the standard error is large against
+    a small value, as with three seeds of a near-calibrated head.)
+    """
     values, samples = _check(per_seed, resampled, "per_seed")
-    finite = np.isfinite(samples).all(axis=1)
-    example_part = float(np.var(samples[finite].mean(axis=1), ddof=1)) if finite.sum() > 1 else 0.0
-    seed_part = _seed_part(values)
-    total = example_part + seed_part
+    values, samples, dropped = _defined_seeds(values, samples)
+    if values.size == 0:
+        nan = float("nan")
+        return {"value": nan, "low": nan, "high": nan, "se": nan, "dof": nan, "seed_se": nan, "example_se": nan,
+                "undefined_seeds": dropped}
+    seed_part, example_part, interaction = _parts(values, samples)
+    total = max(seed_part + example_part - interaction, seed_part, example_part)
     dof = _dof(total, [(seed_part, values.size)])
     value = float(values.mean())
-    half = float(student_t.ppf(0.5 + level / 2, dof) * np.sqrt(total)) if total > 0 else 0.0
-    return {"value": value, "low": value - half, "high": value + half, "se": float(np.sqrt(total)), "dof": dof,
-            "seed_se": float(np.sqrt(seed_part)), "example_se": float(np.sqrt(example_part))}
+    quantile = float(student_t.ppf(0.5 + level / 2, dof))
+    half = quantile * np.sqrt(total)
+    low, high = value - half, value + half
+    if positive:
+        low = max(low, 0.0)
+    return {"value": value, "low": float(low), "high": float(high), "se": float(np.sqrt(total)), "dof": dof,
+            "seed_se": float(np.sqrt(seed_part)), "example_se": float(np.sqrt(example_part)),
+            "undefined_seeds": dropped}
 
 
-def paired_seed_test(per_seed, resampled, reference_per_seed, reference_resampled, level: float = 0.95) -> dict:
+def paired_seed_test(per_seed, resampled, reference_per_seed, reference_resampled, level: float = 0.95,
+                     same_seeds: bool = False) -> dict:
     """``value - reference``: difference of seed means, its interval and two-sided p-value (module docstring).
 
     Both resample arrays must come from the same resamples of the same test
-    examples (rows paired). ``example_only`` is True when neither side has two
-    seeds, so that the test is about those runs, not the methods.
+    examples (rows paired). ``same_seeds``: the two sides are built from the
+    same runs, seed by seed (late fusion against one of its own layers, a
+    calibration condition against none), so the per-seed differences are the
+    replicates: a one-sample test on them, ``S - 1`` degrees of freedom.
+    ``example_only`` is True when a side has fewer than two seeds: its seed
+    variance is unknown, and the test is about those runs, not the methods.
     """
     a, a_samples = _check(per_seed, resampled, "per_seed")
     b, b_samples = _check(reference_per_seed, reference_resampled, "reference_per_seed")
     if a_samples.shape[0] != b_samples.shape[0]:
         raise XfuseError(f"resamples: expected the same number of paired resamples, got {a_samples.shape[0]} "
                          f"and {b_samples.shape[0]}")
-    delta = float(a.mean() - b.mean())
-    differences = a_samples.mean(axis=1) - b_samples.mean(axis=1)
-    differences = differences[np.isfinite(differences)]
-    example_part = float(np.var(differences, ddof=1)) if differences.size > 1 else 0.0
-    parts = [(_seed_part(a), a.size), (_seed_part(b), b.size)]
-    total = example_part + parts[0][0] + parts[1][0]
-    dof = _dof(total, parts)
-    if total == 0:
+    if same_seeds:
+        if a.size != b.size:
+            raise XfuseError(f"same_seeds: expected the same seeds on both sides, got {a.size} and {b.size}")
+        difference = seed_interval(a - b, a_samples - b_samples, level)
+        delta, total, dof = difference["value"], difference["se"] ** 2, difference["dof"]
+        example_only = np.isfinite(a - b).sum() < 2
+    else:
+        a, a_samples, _ = _defined_seeds(a, a_samples)
+        b, b_samples, _ = _defined_seeds(b, b_samples)
+        if a.size == 0 or b.size == 0:
+            delta = total = dof = float("nan")
+        else:
+            delta = float(a.mean() - b.mean())
+            (seed_a, _, interaction_a), (seed_b, _, interaction_b) = _parts(a, a_samples), _parts(b, b_samples)
+            differences = a_samples.mean(axis=1) - b_samples.mean(axis=1)
+            differences = differences[np.isfinite(differences)]
+            example_part = float(np.var(differences, ddof=1)) if differences.size > 1 else 0.0
+            total = max(seed_a + seed_b + example_part - interaction_a - interaction_b, seed_a + seed_b)
+            dof = _dof(total, [(seed_a, a.size), (seed_b, b.size)])
+        example_only = a.size < 2 or b.size < 2
+    if not np.isfinite(delta):
+        p_value, half = float("nan"), float("nan")
+    elif total == 0:
         p_value, half = (1.0 if delta == 0 else 0.0), 0.0
     else:
         se = np.sqrt(total)
         p_value = float(2 * student_t.sf(abs(delta) / se, dof))
         half = float(student_t.ppf(0.5 + level / 2, dof) * se)
     return {"delta": delta, "low": delta - half, "high": delta + half, "p_value": p_value, "dof": dof,
-            "se": float(np.sqrt(total)), "example_only": a.size < 2 and b.size < 2}
+            "se": float(np.sqrt(total)), "example_only": bool(example_only)}
 
 
 def ece_noise_floor(confidence, bins: int = DEFAULT_BINS, equal_mass: bool = False, simulations: int = 200,
