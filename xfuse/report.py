@@ -3,7 +3,8 @@
 Rows (``results.csv``): for each configuration, test language, condition and
 metric, the mean over seeds with a 95% interval that includes seed-to-seed
 variation (:func:`xfuse.statistics.seed_interval`: ``value +- t_nu * se``,
-symmetric, so it contains its point estimate), one row per seed beside it,
+its lower end truncated at 0 for metrics that cannot be negative, so it
+contains its point estimate), one row per seed beside it,
 and, for the binned ECEs, the **noise floor**: the expected ECE of a
 perfectly calibrated model with the same confidences and number of examples
 (:func:`xfuse.statistics.ece_noise_floor`, simulated, mean over seeds).
@@ -18,12 +19,16 @@ dev-en loss; :mod:`xfuse.results`); and three **reference rows**:
 - the **best single layer**, chosen on English dev (lowest mean dev-en loss at
   the selected epoch), never on test.
 
-Comparisons (``comparisons.csv``): every configuration against both learned
-references, paired on the test examples with seeds as replicates
-(:func:`xfuse.statistics.paired_seed_test`), Holm-adjusted within each
-(reference, metric, condition) family over every configuration and language.
-A binned-ECE change counts as ``beyond_floor`` when it is larger than the
-noise floor of both sides.
+Comparisons (``comparisons.csv``): every configuration against both
+references (last layer, best single layer), paired on the test examples with
+seeds as replicates (:func:`xfuse.statistics.paired_seed_test`), and each
+pre-specified configuration calibrated against itself uncalibrated. Holm's
+adjustment runs within each (reference, metric, condition), separately over
+the pre-specified comparisons (each strategy at its lower layer chosen on
+dev-en, scalar_mix, the late top-k) and over the rest of the grid; a
+comparison with a one-seed side is not tested, nor is a calibration metric
+where a side did not learn. A binned-ECE change counts as ``beyond_floor``
+when it is larger than the noise floor of both sides.
 
 A configuration has ``learned`` when every seed beat the prior on English dev
 (:func:`xfuse.diagnostics.learned`). Those that did not stay in the tables,
@@ -54,8 +59,8 @@ REPORT_METRICS = ("accuracy", "ece", "adaptive_ece", "smooth_ece", "signed_calib
                   "brier_reliability", "brier_refinement", "nll", "auroc", "aurc")
 HIGHER_IS_BETTER = ("accuracy", "auroc")
 FLOORED = {"ece": False, "adaptive_ece": True}  # binned ECEs with a noise floor: equal-mass bins?
-NON_NEGATIVE = ("ece", "adaptive_ece", "smooth_ece", "mce", "classwise_ece", "brier", "brier_reliability", "nll",
-                "aurc")  # intervals truncated at 0 (xfuse.statistics.seed_interval)
+NON_NEGATIVE = ("ece", "adaptive_ece", "smooth_ece", "mce", "classwise_ece", "brier", "brier_reliability",
+                "brier_refinement", "nll", "aurc")  # intervals truncated at 0 (xfuse.statistics.seed_interval)
 CALIBRATION_METRICS = ("ece", "adaptive_ece", "smooth_ece", "signed_calibration_error", "brier_reliability", "nll")
 FUSION_HEADS = ("dlfa", "aif", "concat", "mean")
 CONSTANT = ("constant", ())
@@ -222,7 +227,7 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
     order = [CONSTANT, last_key] + ([best_single] if best_single != last_key else [])
     ordered = order + sorted((key for key in every if key not in order), key=lambda key: (key[0], key[1]))
     languages = list(some_member.calibrations)
-    bins = int(plan.get("train_resolved", plan["train"]).get("bins", 15))
+    bins = int(recipe.get("bins", 15))
     best_lower = {}
     for head in FUSION_HEADS + ("late",):
         candidates = [key for key in every if key[0] == head and lower_layer(key, last) is not None]

@@ -239,7 +239,9 @@ def late_fusion(layer_members: list, base_rate: float, conditions: tuple) -> lis
     """Members of the late fusion of single heads: ``layer_members[i]`` are layer i's members; seeds matched.
 
     Only seeds every layer has are fused. The fused class-1 probability is the
-    mean of the members' class-1 probabilities.
+    mean of the members' class-1 probabilities. A fused seed counts as
+    ``learned`` only when its fused dev-en output beats the prior and every
+    fused run learned.
     """
     fused = []
     for seed in _common_seeds(layer_members):
@@ -260,6 +262,9 @@ def late_fusion(layer_members: list, base_rate: float, conditions: tuple) -> lis
             temperatures.append(temperature)
         dev_en = parts["dev-en"]
         facts = learned(dev_en["logits"], dev_en["labels"], base_rate, seed=seed)
+        # a fusion with a run at the prior is not counted as learned, whatever the fused output does
+        facts["members_learned"] = all(bool(m.learned["learned"]) for m in chosen)
+        facts["learned"] = bool(facts["learned"]) and facts["members_learned"]
         fused.append(Member(seed=seed, parts=parts, calibrations=maps, valid=valid, dev_en_loss=facts["loss"],
                             learned=facts, zero_shot_temperature=temperatures[0]))
     return fused

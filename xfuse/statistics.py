@@ -145,7 +145,8 @@ def paired_seed_test(per_seed, resampled, reference_per_seed, reference_resample
     examples (rows paired). ``same_seeds``: the two sides are built from the
     same runs, seed by seed (late fusion against one of its own layers, a
     calibration condition against none), so the per-seed differences are the
-    replicates: a one-sample test on them, ``S - 1`` degrees of freedom.
+    replicates: :func:`seed_interval` of the differences (their seed variance
+    and their example-level variance, Welch-Satterthwaite degrees of freedom).
     ``example_only`` is True when a side has fewer than two seeds: its seed
     variance is unknown, and the test is about those runs, not the methods.
     """
