@@ -20,9 +20,6 @@ import numpy as np
 
 from .report import CONSTANT, comparison, is_learned, lookup
 
-NON_ENGLISH = lambda languages: [lang for lang in languages if lang != "en"]  # noqa: E731
-
-
 def label(key: tuple) -> str:
     head, layers = key
     if key == CONSTANT:
@@ -116,7 +113,7 @@ def findings(tables: dict) -> list:
                              f"floor in {lower}, significantly higher by more than it in {higher}; {small} more are "
                              "significant but smaller than the floor.")
     if "signed_calibration_error" in metrics:
-        outside = NON_ENGLISH(languages)
+        outside = [lang for lang in languages if lang != "en"]
         learned_keys = [key for key in tables["configurations"] if key != CONSTANT and is_learned(tables, key)]
         over = under = 0
         for key in learned_keys:

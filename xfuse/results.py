@@ -46,9 +46,6 @@ from .sweep import _TRAIN_ENVIRONMENT, _TRAIN_PER_TASK, load_plan, sweep_paths, 
 from .temperature import BiasScaler, TemperatureScaler
 from .train import CONDITIONS
 
-CALIBRATED = tuple(condition for condition in CONDITIONS if condition != "uncalibrated")
-
-
 @dataclass
 class Member:
     """One seed of a configuration."""
