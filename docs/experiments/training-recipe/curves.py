@@ -20,6 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from summarize import print_settings  # noqa: E402  (beside this script)
+
 PATIENCES = (2, 3, 5, 8)
 
 
@@ -69,10 +71,7 @@ def main(sweeps) -> None:
         axis.set_ylim(0.6, 0.8)
         axis.legend(fontsize=7)
     figure.savefig(Path(__file__).with_name("curves.png"), dpi=100)
-    settings = {Path(sweep).name: json.loads((Path(sweep) / "plan.json").read_text())["train"] for sweep in sweeps}
-    print("\nTraining settings (the rest are the defaults of `xfuse train-heads`):\n")
-    for name, train in settings.items():
-        print(f"- {name}: `{json.dumps(train, sort_keys=True)}`")
+    print_settings(sweeps)
 
 
 if __name__ == "__main__":

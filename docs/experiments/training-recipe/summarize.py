@@ -20,6 +20,11 @@ def main(sweeps) -> None:
                   f"{stopped['best_epoch']} | {learned['loss']:.4f} | {learned['prior_loss']:.4f} | "
                   f"{learned['learned']} | {stopped['converged']} | "
                   f"{metrics['languages']['en']['uncalibrated']['accuracy']['value']:.3f} |")
+    print_settings(sweeps)
+
+
+def print_settings(sweeps) -> None:
+    """The spec's training settings of each sweep, as a Markdown list."""
     settings = {Path(sweep).name: json.loads((Path(sweep) / "plan.json").read_text())["train"] for sweep in sweeps}
     print("\nTraining settings (the rest are the defaults of `xfuse train-heads`):\n")
     for name, train in settings.items():
