@@ -33,12 +33,12 @@ Usage::
 """
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from scipy.special import expit, log_softmax, logsumexp
+from scipy.special import log_softmax, logsumexp
 
 from .diagnostics import learned
 from .errors import XfuseError
@@ -57,7 +57,6 @@ class Member:
     learned: dict
     zero_shot_temperature: float
     seconds: Optional[float] = None
-    extras: dict = field(default_factory=dict)
 
 
 def _read_predictions(folder: Path) -> dict:
@@ -277,4 +276,4 @@ def constant_member(template: Member, base_rate: float, conditions: tuple) -> Me
     dev_en = parts["dev-en"]
     facts = learned(dev_en["logits"], dev_en["labels"], base_rate)
     return Member(seed=0, parts=parts, calibrations=maps, valid=valid, dev_en_loss=facts["loss"], learned=facts,
-                  zero_shot_temperature=1.0, extras={"base_rate": base_rate, "p1": float(expit(constant))})
+                  zero_shot_temperature=1.0)
