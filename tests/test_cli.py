@@ -99,6 +99,19 @@ def test_help_documents_every_option(capsys):
         assert option in text
 
 
+def test_train_heads_defaults_are_the_train_config_defaults():
+    """The recipe has one source: every train-heads option that sets a TrainConfig field defaults to that field."""
+    import dataclasses
+
+    from xfuse.cli import cli
+    from xfuse.train import TrainConfig
+
+    fields = {field.name: field.default for field in dataclasses.fields(TrainConfig) if field.name != "store"}
+    options = {param.name: param.default for param in cli.commands["train-heads"].params if param.name in fields}
+    assert {"learning_rate", "max_epochs", "patience", "decay_all", "standardize", "schedule"} <= set(options)
+    assert options == {name: fields[name] for name in options}
+
+
 def test_sweep_errors_are_one_line(tiny_encoder, mini_pawsx, tmp_path, capsys):
     import json
 

@@ -89,11 +89,11 @@ class TrainConfig:
     dropout: float = 0.1
     reduction: int = 4
     attention_dim: int = 128
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-3
     weight_decay: float = 0.01
     batch_size: int = 64
-    max_epochs: int = 10
-    patience: int = 2
+    max_epochs: int = 30
+    patience: int = 5
     bins: int = DEFAULT_BINS
     n_resamples: int = 1000
     out: str = "results"
@@ -107,7 +107,7 @@ class TrainConfig:
     schedule: str = "constant"  # learning rate per step: constant, or warm-up then "linear" or "cosine" decay to 0
     warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs (schedules other than constant)
     standardize: bool = False  # each stored channel to zero mean, unit variance, with train-en statistics
-    decay_all: bool = True  # weight decay on every parameter; False: not on 1-D ones (biases, norms, mixing weights)
+    decay_all: bool = False  # True: weight decay on every parameter; False: not on 1-D ones (biases, norms, mixing weights)
 
     def resolved(self) -> "TrainConfig":
         """Device and threads as they will be used."""
