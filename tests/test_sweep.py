@@ -167,3 +167,38 @@ def test_run_task_refuses_a_plan_that_does_not_match_the_cache(small_sweep, tmp_
         run_task(copy / "plan.json", 0, log=lambda line: None)
     with pytest.raises(XfuseError, match=r"--index: expected an integer in 0..3"):
         run_task(copy / "plan.json", 4, log=lambda line: None)
+
+
+def _spawned_workers(pid: int) -> list:
+    from pathlib import Path
+
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    pids = [int(child) for child in children.read_text().split()] if children.exists() else []
+    return [child for child in pids if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/task"), reason="reads /proc (Linux)")
+def test_sigterm_to_a_local_sweep_stops_its_workers_too(tiny_encoder, mini_pawsx, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = spec_dict(tiny_encoder, mini_pawsx, grids=[{"heads": ["single"], "layers": [[-1]]}],
+                     train={"max_epochs": 500, "patience": 500, "n_resamples": 0, "attention_dim": 8})
+    make_plan(SweepSpec.from_dict(spec), tmp_path / "sweep")
+    submit = subprocess.Popen([sys.executable, "-m", "xfuse", "sweep", "submit", "--plan", str(tmp_path / "sweep/plan.json"),
+                               "--executor", "local", "--workers", "2", "--quiet"], stderr=subprocess.PIPE)
+    deadline, workers = time.monotonic() + 120, []
+    while len(workers) < 2 and time.monotonic() < deadline and submit.poll() is None:
+        time.sleep(0.5)
+        workers = _spawned_workers(submit.pid)
+    assert len(workers) == 2, submit.stderr.read() if submit.poll() is not None else "no workers started"
+    submit.send_signal(signal.SIGTERM)
+    assert submit.wait(timeout=60) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{worker}") for worker in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(os.path.exists(f"/proc/{worker}") for worker in workers)
+    assert not list((tmp_path / "sweep" / "results").glob("single-*"))  # nothing half-written counted as a result

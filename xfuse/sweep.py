@@ -46,6 +46,7 @@ Usage::
     print(sweep_status(Path("sweeps/e5/plan.json")))
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -349,10 +350,38 @@ def _run_task_in_worker(plan_path: str, index: int, threads: int) -> tuple:
         return index, "failed", f"{type(error).__name__}: {error}"
 
 
+@contextlib.contextmanager
+def _workers_end_with_the_parent():
+    """On SIGTERM (``kill``, a scheduler's cancel), stop the pool's worker processes too, then exit 143.
+
+    Without this the parent dies alone and its workers run on as orphans. A
+    task stopped this way leaves no result (results are renamed into place
+    when complete) and runs again on the next submit.
+    """
+    import multiprocessing
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        for child in multiprocessing.active_children():
+            child.terminate()
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_local(plan_path: Path, workers: int = 1, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Extract the store if needed, then run every task not done in a pool of ``workers`` processes.
 
-    Returns the task indices by outcome: ``done``, ``skipped`` and ``failed``.
+    Returns the task indices by outcome: ``done``, ``skipped`` and ``failed``. SIGTERM stops the workers with it.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -377,7 +406,7 @@ def run_local(plan_path: Path, workers: int = 1, progress: bool = True, log: Cal
     threads = plan["train"].get("threads") or default_threads(workers)
     log(f"running {len(todo)} of {len(plan['tasks'])} tasks in {workers} process(es) of {threads} thread(s)")
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with _workers_end_with_the_parent(), ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [pool.submit(_run_task_in_worker, str(Path(plan_path).resolve()), index, threads) for index in todo]
         with tqdm(total=len(todo), unit="task", desc="sweep", disable=not progress) as bar:
             for future in as_completed(futures):
