@@ -1,4 +1,5 @@
-"""train-heads end to end on a tiny encoder's features: result layout, determinism, clear errors."""
+"""train-heads end to end on a tiny encoder's features: result layout, determinism, clear errors; the default recipe
+on a synthetic task with outlier channels."""
 
 import json
 
@@ -7,7 +8,9 @@ import pytest
 
 from xfuse.errors import XfuseError
 from xfuse.extract import ExtractConfig, extract
-from xfuse.train import CONDITIONS, TrainConfig, train_heads
+from xfuse.train import CONDITIONS, TrainConfig, feature_scaling, train_heads
+
+from tiny import HEAD_LAYERS, outlier_task, write_feature_store
 
 
 @pytest.fixture(scope="module")
@@ -151,12 +154,12 @@ def test_weight_decay_can_spare_one_dimensional_parameters():
     assert decayed["weight_decay"] == 0.01 and free["weight_decay"] == 0.0
     assert all(p.ndim >= 2 for p in decayed["params"]) and all(p.ndim < 2 for p in free["params"])
     assert any(p is head.weights for p in free["params"]) and any(p is head.gamma for p in free["params"])
-    (everything,) = make_optimizer(head, TrainConfig(store="x")).param_groups
+    (everything,) = make_optimizer(head, TrainConfig(store="x", decay_all=True)).param_groups
     assert len(everything["params"]) == len(list(head.parameters()))
 
 
 def test_min_epochs_standardize_and_the_recorded_diagnostics(tiny_store, tmp_path):
-    result = run(tiny_store, tmp_path, max_epochs=4, patience=1, min_epochs=3, standardize=True, threads=1,
+    result = run(tiny_store, tmp_path, max_epochs=4, patience=1, min_epochs=3, standardize="median", threads=1,
                  schedule="cosine", warmup_epochs=1)
     curve = json.loads((result / "curve.json").read_text())
     assert len(curve) >= 3
@@ -167,3 +170,47 @@ def test_min_epochs_standardize_and_the_recorded_diagnostics(tiny_store, tmp_pat
     assert profile["signed_calibration_error"] == pytest.approx(profile["mean_confidence"] - profile["accuracy"])
     with np.load(result / "standardizer.npz") as saved:
         assert saved["mean"].shape == (2, 32) and saved["layers"].tolist() == [1, 2] and (saved["std"] > 0).all()
+        np.testing.assert_allclose(saved["divisor"], feature_scaling(saved["std"], "median"))
+    assert json.loads((result / "config.json").read_text())["train"]["standardize"] == "median"
+
+
+def test_feature_scaling_by_hand():
+    std = np.array([[1.0, 2.0, 4.0], [0.1, 0.1, 10.0]])
+    np.testing.assert_array_equal(feature_scaling(std, "unit"), std)
+    divisor = feature_scaling(std, "median")  # the median of all six is (1.0 + 2.0) / 2 = 1.5
+    np.testing.assert_allclose(divisor, std / 1.5)
+    np.testing.assert_allclose(std / divisor, np.full((2, 3), 1.5))  # every channel of every layer at one scale
+
+
+@pytest.mark.parametrize("value, expected", [(True, "unit"), (False, "none"), ("median", "median")])
+def test_standardize_modes_and_the_booleans_of_older_plans(value, expected):
+    assert TrainConfig(store="x", standardize=value, threads=1, device="cpu").resolved().standardize == expected
+    with pytest.raises(XfuseError, match=r"--standardize: expected one of none, unit, median, got 'zscore'"):
+        TrainConfig(store="x", standardize="zscore").resolved()
+
+
+@pytest.fixture(scope="module")
+def outlier_stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("outliers")
+    return {name: write_feature_store(root / name, outlier_task(seed=7, signal=name == "signal"), num_hidden_layers=2)
+            for name in ("signal", "noise")}
+
+
+@pytest.mark.parametrize("head", sorted(HEAD_LAYERS))
+def test_every_head_learns_features_with_outlier_channels_on_every_seed_under_the_default_recipe(
+        head, outlier_stores, tmp_path):
+    for seed in range(5):
+        config = TrainConfig(store=str(outlier_stores["signal"]), head=head, layers=HEAD_LAYERS[head], seed=seed,
+                             n_resamples=0, threads=1, out=str(tmp_path))
+        metrics = json.loads((train_heads(config, log=lambda line: None) / "metrics.json").read_text())
+        assert metrics["learned"]["learned"], (head, seed, metrics["learned"], metrics["stopped"])
+
+
+def test_learned_is_false_on_features_without_signal_and_true_with(outlier_stores, tmp_path):
+    verdicts = {}
+    for name, store in outlier_stores.items():
+        config = TrainConfig(store=str(store), head="single", layers="2", n_resamples=0, threads=1,
+                             out=str(tmp_path / name))
+        verdicts[name] = json.loads((train_heads(config, log=lambda line: None) / "metrics.json").read_text())["learned"]
+    assert verdicts["signal"]["learned"] and not verdicts["noise"]["learned"]
+    assert verdicts["noise"]["loss_minus_prior_interval"][1] > 0 or not verdicts["noise"]["beats_majority_rate"]

@@ -48,3 +48,68 @@ def build_tiny_encoder(folder: Path, pawsx_dir: Path, hidden_size: int = 32, num
     BertModel(config, add_pooling_layer=False).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return Path(folder)
+
+
+def write_feature_store(store_dir: Path, parts: dict, num_hidden_layers: int) -> Path:
+    """A features store written through xfuse's own writer from arrays, for synthetic tasks.
+
+    ``parts`` maps ``(split, lang)`` to ``(features, lengths, labels)``: ``features`` (layers, tokens, E) holds every
+    hidden state ``0..num_hidden_layers`` of the pairs' tokens one after another, ``lengths`` the tokens of each pair
+    (the second sentence starts half-way).
+    """
+    import numpy as np
+
+    from xfuse.features import FORMAT, shards_dir, write_part, write_shard, write_store_settings
+    from xfuse.hashing import config_fingerprint
+
+    layers = list(range(num_hidden_layers + 1))
+    hidden = next(iter(parts.values()))[0].shape[2]
+    settings = {"format": FORMAT, "encoder": "synthetic", "encoder_revision": "none", "hidden_size": hidden,
+                "num_hidden_layers": num_hidden_layers, "layers": layers, "dtype": "float16", "max_length": 128,
+                "prefix": ""}
+    settings["fingerprint"] = config_fingerprint(settings)
+    store_dir.mkdir(parents=True, exist_ok=True)
+    write_store_settings(store_dir, settings)
+    for (split, lang), (features, lengths, labels) in parts.items():
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        target = store_dir / f"{split}-{lang}-{'0' * 12}.h5"
+        shards_dir(target).mkdir(parents=True, exist_ok=True)
+        shard = shards_dir(target) / "shard-00000.h5"
+        write_shard(shard, features.astype(np.float16), layers, {"first": 0, "stop": len(lengths)})
+        pairs = {"id": [f"{split}-{lang}-{i}" for i in range(len(lengths))], "label": np.asarray(labels),
+                 "offset": offsets, "second_start": (np.asarray(lengths) // 2).astype(np.int32),
+                 "input_ids": np.zeros(offsets[-1], dtype=np.int32)}
+        attrs = {key: value for key, value in settings.items() if key != "fingerprint"}
+        attrs.update(settings_fingerprint=settings["fingerprint"], split=split, lang=lang, data_file="synthetic",
+                     dropped_not_translated=0, dropped_empty=0, dropped_unlabelled=0)
+        write_part(target, [shard], [int(offsets[-1])], pairs, attrs)
+    return store_dir
+
+
+HEAD_LAYERS = {"single": "2", "dlfa": "1,2", "aif": "1,2", "concat": "1,2", "mean": "1,2", "scalar_mix": "all"}
+
+
+def outlier_task(seed: int, signal: bool = True) -> dict:
+    """Parts of a synthetic task whose layers look like real encoder layers: two channels of each layer carry large
+    offsets and scales (mBERT's outlier dimensions) and nothing about the label; the rest carry the pair's signal
+    along a per-layer direction, under noise. Without ``signal`` the labels are drawn independently of the features."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    width, states = 32, 3
+    directions = rng.standard_normal((states, width))
+    outliers = [(layer, channel) for layer in range(states) for channel in rng.choice(width, 2, replace=False)]
+    for layer, channel in outliers:
+        directions[layer, channel] = 0
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    parts = {}
+    for part, pairs in ((("train", "en"), 800), (("dev", "en"), 400), (("test", "en"), 200)):
+        lengths = rng.integers(6, 13, size=pairs)
+        strength = rng.standard_normal(pairs)
+        labels = (strength + 0.5 * rng.standard_normal(pairs) > 0) if signal else rng.random(pairs) < 0.45
+        per_token = np.repeat(strength, lengths)  # each token of a pair carries its pair's signal
+        features = 0.5 * rng.standard_normal((states, len(per_token), width)) + per_token[None, :, None] * directions[:, None]
+        for layer, channel in outliers:
+            features[layer, :, channel] = rng.choice([-20.0, 20.0]) + 8.0 * rng.standard_normal(len(per_token))
+        parts[part] = (features, lengths, labels.astype(np.int64))
+    return parts

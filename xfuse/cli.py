@@ -111,10 +111,10 @@ def verify(store, cache_dir, quiet):
 @click.option("--cache-dir", default=lambda: os.environ.get(CACHE_ENV, "cache"), show_default=f"${CACHE_ENV} or ./cache")
 @click.option("--pooling", type=click.Choice(["attention", "first", "mean"]), default="attention", show_default=True,
               help="How a layer's tokens become one vector: a learned query, the first token, or their mean.")
-@click.option("--epochs", "max_epochs", type=int, default=30, show_default=True, help="At most this many epochs.")
+@click.option("--epochs", "max_epochs", type=int, default=40, show_default=True, help="At most this many epochs.")
 @click.option("--patience", type=int, default=5, show_default=True, help="Stop after this many epochs without a better dev-en loss.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", "learning_rate", type=float, default=1e-3, show_default=True, help="AdamW learning rate (constant unless --schedule).")
+@click.option("--lr", "learning_rate", type=float, default=5e-4, show_default=True, help="AdamW learning rate (constant unless --schedule).")
 @click.option("--bins", type=int, default=15, show_default=True, help="Bins of the binned calibration errors.")
 @click.option("--bootstrap", "n_resamples", type=int, default=1000, show_default=True,
               help="Bootstrap resamples for the 95% intervals (0 for none).")
@@ -133,8 +133,9 @@ def verify(store, cache_dir, quiet):
 @click.option("--schedule", type=click.Choice(["constant", "linear", "cosine"]), default="constant", show_default=True,
               help="Learning rate per step: constant, or warm-up then linear or cosine decay to 0 at --epochs.")
 @click.option("--warmup-epochs", type=float, default=0.0, show_default=True, help="Linear warm-up length (with a schedule).")
-@click.option("--standardize/--no-standardize", default=False, show_default=True,
-              help="Each stored channel to zero mean, unit variance with train-en statistics (saved with the run).")
+@click.option("--standardize", type=click.Choice(["none", "unit", "median"]), default="median", show_default=True,
+              help="Centre each stored channel and scale it to unit variance, or to the median channel std of the "
+                   "head's layers (train-en statistics, saved with the run).")
 @click.option("--decay-all/--no-decay-1d", default=False, show_default=True,
               help="Weight decay on every parameter, or not on 1-D ones (biases, norms, mixing weights).")
 def train_heads(layers, head, seed, store, cache_dir, pooling, max_epochs, patience, batch_size, learning_rate,

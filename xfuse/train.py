@@ -72,6 +72,7 @@ from .temperature import BiasScaler, TemperatureScaler
 CONDITIONS = ("uncalibrated", "zero_shot_ts", "oracle_ts", "zero_shot_bias", "oracle_bias")
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("constant", "linear", "cosine")
+STANDARDIZE = ("none", "unit", "median")
 
 
 def run_name(head: str, layers: tuple, seed: int) -> str:
@@ -89,10 +90,10 @@ class TrainConfig:
     dropout: float = 0.1
     reduction: int = 4
     attention_dim: int = 128
-    learning_rate: float = 1e-3
+    learning_rate: float = 5e-4
     weight_decay: float = 0.01
     batch_size: int = 64
-    max_epochs: int = 30
+    max_epochs: int = 40
     patience: int = 5
     bins: int = DEFAULT_BINS
     n_resamples: int = 1000
@@ -106,7 +107,7 @@ class TrainConfig:
     min_epochs: int = 0  # patience starts counting only after this many epochs
     schedule: str = "constant"  # learning rate per step: constant, or warm-up then "linear" or "cosine" decay to 0
     warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs (schedules other than constant)
-    standardize: bool = False  # each stored channel to zero mean, unit variance, with train-en statistics
+    standardize: str = "median"  # none, unit or median: see feature_scaling; train-en statistics
     decay_all: bool = False  # True: weight decay on every parameter; False: not on 1-D ones (biases, norms, mixing weights)
 
     def resolved(self) -> "TrainConfig":
@@ -117,13 +118,16 @@ class TrainConfig:
         memory_bytes(self.memory_mb)
         if not 0 <= self.label_smoothing < 1:
             raise XfuseError(f"--label-smoothing: expected a number in [0, 1), got {self.label_smoothing}")
+        standardize = {True: "unit", False: "none"}.get(self.standardize, self.standardize)  # plans made before modes
+        if standardize not in STANDARDIZE:
+            raise XfuseError(f"--standardize: expected one of {', '.join(STANDARDIZE)}, got {self.standardize!r}")
         if self.schedule not in SCHEDULES:
             raise XfuseError(f"--schedule: expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not 0 <= self.warmup_epochs <= self.max_epochs:
             raise XfuseError(f"--warmup-epochs: expected a number in [0, {self.max_epochs}], got {self.warmup_epochs}")
         if not 0 <= self.min_epochs <= self.max_epochs:
             raise XfuseError(f"--min-epochs: expected an integer in [0, {self.max_epochs}], got {self.min_epochs}")
-        return dataclasses.replace(self, device=resolve_device(self.device),
+        return dataclasses.replace(self, device=resolve_device(self.device), standardize=standardize,
                                    threads=int(self.threads) or default_threads())
 
 
@@ -136,6 +140,28 @@ def predict(head, reader: PartReader, batch_size: int) -> np.ndarray:
     for batch in reader.in_order(batch_size):
         logits[batch.pairs] = head(batch.features, batch.mask, batch.second_start).double().cpu().numpy()
     return logits
+
+
+def feature_scaling(std: np.ndarray, mode: str) -> np.ndarray:
+    """The divisor (L, E) of the head's centred channels, from their train-en standard deviations ``std`` (L, E).
+
+    Features become ``(x - mean) / divisor``:
+
+    - ``unit``: ``divisor = std``, every channel to unit variance (z-scores);
+    - ``median``: ``divisor = std / median(std)``, the median over every
+      channel of every layer the head reads: each channel to one common
+      scale, the typical channel's. Channels are equalised (an outlier
+      dimension with a large offset or scale no longer dominates) and so are
+      the layers a head fuses, while the features keep the encoder's typical
+      magnitude, so the learning rate keeps its meaning: z-scoring multiplied
+      frozen e5-small's last layer by about 6.6 and made single heads on it
+      over-fit within a few epochs (docs/training-recipe.md).
+    """
+    if mode == "unit":
+        return std
+    if mode == "median":
+        return std / np.median(std)
+    raise XfuseError(f"--standardize: no divisor for {mode!r}; expected unit or median")
 
 
 def make_optimizer(head, config: "TrainConfig") -> torch.optim.Optimizer:
@@ -234,11 +260,12 @@ def train_heads(config: TrainConfig, log: Callable[[str], None] = print) -> Path
 def _train_and_score(config, store, layers, head, languages, reader, started, log) -> Path:
     train, calibration = reader("train", "en"), reader("dev", "en")
     standardizer = None
-    if config.standardize:
+    if config.standardize != "none":
         mean, std = train.channel_moments()
-        standardizer = {"layers": np.asarray(train.layers), "mean": mean, "std": std}
+        standardizer = {"layers": np.asarray(train.layers), "mean": mean, "std": std,
+                        "divisor": feature_scaling(std, config.standardize)}
         for part_reader in (train, calibration):
-            part_reader.standardize(mean, std)
+            part_reader.standardize(mean, standardizer["divisor"])
     optimizer = make_optimizer(head, config)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -282,7 +309,7 @@ def _train_and_score(config, store, layers, head, languages, reader, started, lo
                 continue
             data = reader(split, lang)
             if standardizer is not None:
-                data.standardize(standardizer["mean"], standardizer["std"])
+                data.standardize(standardizer["mean"], standardizer["divisor"])
             logits[data.name], labels[data.name], ids[data.name] = predict(head, data, config.batch_size), data.labels, data.ids
     predicting = time.perf_counter() - evaluation_started
     zero_shot = TemperatureScaler().fit(logits["dev-en"], labels["dev-en"])
@@ -335,7 +362,7 @@ def _write_result(config, name, store, metrics, logits, labels, ids, curve, stan
             arrays[f"{name}/labels"] = labels[name].astype(np.int8)
             arrays[f"{name}/ids"] = np.asarray(ids[name])
         np.savez_compressed(staging / "predictions.npz", **arrays)
-        if standardizer is not None:  # train-en statistics, per stored layer and channel
+        if standardizer is not None:  # train-en statistics and the divisor used, per stored layer and channel
             np.savez(staging / "standardizer.npz", **standardizer)
         if target.exists():
             shutil.rmtree(target)

@@ -23,12 +23,18 @@ def main(sweeps) -> None:
     print_settings(sweeps)
 
 
+RECIPE_KEYS = ("learning_rate", "schedule", "warmup_epochs", "max_epochs", "patience", "min_epochs", "standardize",
+               "weight_decay", "decay_all", "batch_size", "dropout", "label_smoothing")
+
+
 def print_settings(sweeps) -> None:
-    """The spec's training settings of each sweep, as a Markdown list."""
-    settings = {Path(sweep).name: json.loads((Path(sweep) / "plan.json").read_text())["train"] for sweep in sweeps}
-    print("\nTraining settings (the rest are the defaults of `xfuse train-heads`):\n")
-    for name, train in settings.items():
-        print(f"- {name}: `{json.dumps(train, sort_keys=True)}`")
+    """Each sweep's training recipe as its runs recorded it (config.json), as a Markdown list."""
+    print("\nTraining recipe of each sweep, as its runs recorded it (`config.json`; `standardize: true` is the "
+          "unit-variance standardisation of plans made before the modes):\n")
+    for sweep in map(Path, sweeps):
+        first = next(path for path in sorted((sweep / "results").iterdir()) if (path / "config.json").is_file())
+        train = json.loads((first / "config.json").read_text())["train"]
+        print(f"- {sweep.name}: `{json.dumps({key: train.get(key) for key in RECIPE_KEYS})}`")
 
 
 if __name__ == "__main__":
