@@ -15,13 +15,17 @@ calibrates. Only the layers the head needs are read. ``label_smoothing``
 ``torch.nn.functional.cross_entropy``; the dev-en loss that selects the
 epoch is always the plain NLL.
 
-The recipe's knobs (their defaults are the previous behaviour until the
-evidence of the trustworthy-training issue picks new ones): ``min_epochs``
-(patience counts only after it), ``schedule`` and ``warmup_epochs`` (a
-linear warm-up, then linear or cosine decay to 0 at ``max_epochs``, per
-optimizer step), ``standardize`` (each stored channel of each layer to zero
-mean and unit variance with statistics of ``train-en`` only, saved with the
-run) and ``decay_all`` (False: no weight decay on 1-D parameters). Every run
+The default recipe, chosen by experiment on the embedded encoder's cache
+(docs/training-recipe.md): features centred per channel and scaled to the
+median channel standard deviation of the head's layers with ``train-en``
+statistics (``standardize="median"``, see :func:`feature_scaling`; saved
+with the run), AdamW at a constant 5e-4 with weight decay 0.01 on matrices
+only (``decay_all=False``: none on biases, norms and mixing weights), at most
+40 epochs, patience 5 on the dev-en NLL. With a constant rate a run that patience
+stopped is the prefix of the same run trained longer: a higher cap would
+have selected the same epoch. Other knobs: ``min_epochs`` (patience counts only
+after it), ``schedule`` and ``warmup_epochs`` (a linear warm-up, then linear
+or cosine decay to 0 at ``max_epochs``, per optimizer step). Every run
 records why it stopped and whether it converged (``stopped``), whether it
 beat the prior on English dev (``learned``), and per test part and condition
 the rate of predicted positives, mean confidence and signed calibration error
@@ -35,7 +39,7 @@ A run writes one directory, atomically (built as ``.tmp-*`` and renamed)::
                            "oracle_bias" (each metric with a bootstrap 95% interval), the fits, epochs
         predictions.npz    per part: ids, labels and logits (for paired tests later)
         curve.json         per epoch: training loss, dev-en loss and accuracy
-        standardizer.npz   with standardize: the train-en mean and std of each layer's channels
+        standardizer.npz   unless standardize="none": the train-en mean, std and the divisor used, per layer and channel
 
 Usage::
 
