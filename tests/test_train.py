@@ -30,7 +30,8 @@ def run(store, tmp_path, **changes):
 def test_result_directory_holds_config_metrics_predictions_and_curve(tiny_store, tmp_path):
     result = run(tiny_store, tmp_path)
     assert result.name == "dlfa-L1_2-s0"
-    assert sorted(p.name for p in result.iterdir()) == ["config.json", "curve.json", "metrics.json", "predictions.npz"]
+    assert sorted(p.name for p in result.iterdir()) == ["config.json", "curve.json", "metrics.json", "predictions.npz",
+                                                       "standardizer.npz"]
     config = json.loads((result / "config.json").read_text())
     assert config["train"]["head"] == "dlfa" and config["features"]["hidden_size"] == 32
     metrics = json.loads((result / "metrics.json").read_text())
@@ -172,6 +173,25 @@ def test_min_epochs_standardize_and_the_recorded_diagnostics(tiny_store, tmp_pat
         assert saved["mean"].shape == (2, 32) and saved["layers"].tolist() == [1, 2] and (saved["std"] > 0).all()
         np.testing.assert_allclose(saved["divisor"], feature_scaling(saved["std"], "median"))
     assert json.loads((result / "config.json").read_text())["train"]["standardize"] == "median"
+
+
+def test_every_part_is_scaled_with_the_train_en_statistics(tiny_store, tmp_path, monkeypatch):
+    from xfuse.loader import PartReader
+
+    seen = {}
+    original = PartReader.standardize
+
+    def spy(self, mean, divisor, *args, **kwargs):
+        seen[self.name] = (np.array(mean), np.array(divisor))
+        return original(self, mean, divisor, *args, **kwargs)
+
+    monkeypatch.setattr(PartReader, "standardize", spy)
+    result = run(tiny_store, tmp_path, standardize="median", threads=1)
+    assert sorted(seen) == sorted(["train-en", "dev-en", "dev-de", "test-de", "dev-ja", "test-ja", "test-en"])
+    with np.load(result / "standardizer.npz") as saved:
+        for mean, divisor in seen.values():
+            np.testing.assert_array_equal(mean, saved["mean"])
+            np.testing.assert_array_equal(divisor, saved["divisor"])
 
 
 def test_feature_scaling_by_hand():

@@ -98,8 +98,9 @@ def outlier_task(seed: int, signal: bool = True) -> dict:
     rng = np.random.default_rng(seed)
     width, states = 32, 3
     directions = rng.standard_normal((states, width))
-    outliers = [(layer, channel) for layer in range(states) for channel in rng.choice(width, 2, replace=False)]
-    for layer, channel in outliers:
+    outliers = [(layer, channel, rng.choice([-20.0, 20.0]))  # each keeps its sign in every part, as mBERT's do
+                for layer in range(states) for channel in rng.choice(width, 2, replace=False)]
+    for layer, channel, _ in outliers:
         directions[layer, channel] = 0
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     parts = {}
@@ -109,7 +110,7 @@ def outlier_task(seed: int, signal: bool = True) -> dict:
         labels = (strength + 0.5 * rng.standard_normal(pairs) > 0) if signal else rng.random(pairs) < 0.45
         per_token = np.repeat(strength, lengths)  # each token of a pair carries its pair's signal
         features = 0.5 * rng.standard_normal((states, len(per_token), width)) + per_token[None, :, None] * directions[:, None]
-        for layer, channel in outliers:
-            features[layer, :, channel] = rng.choice([-20.0, 20.0]) + 8.0 * rng.standard_normal(len(per_token))
+        for layer, channel, offset in outliers:
+            features[layer, :, channel] = offset + 8.0 * rng.standard_normal(len(per_token))
         parts[part] = (features, lengths, labels.astype(np.int64))
     return parts

@@ -22,8 +22,9 @@ statistics (``standardize="median"``, see :func:`feature_scaling`; saved
 with the run), AdamW at a constant 5e-4 with weight decay 0.01 on matrices
 only (``decay_all=False``: none on biases, norms and mixing weights), at most
 40 epochs, patience 5 on the dev-en NLL. With a constant rate a run that patience
-stopped is the prefix of the same run trained longer: a higher cap would
-have selected the same epoch. Other knobs: ``min_epochs`` (patience counts only
+stopped is the prefix of the same run trained longer (on the CPU with the
+same thread count, where runs are deterministic): a higher cap would have
+selected the same epoch. Other knobs: ``min_epochs`` (patience counts only
 after it), ``schedule`` and ``warmup_epochs`` (a linear warm-up, then linear
 or cosine decay to 0 at ``max_epochs``, per optimizer step). Every run
 records why it stopped and whether it converged (``stopped``), whether it
