@@ -196,12 +196,13 @@ def test_a_stale_or_foreign_result_is_refused_with_its_folder_named(sweep, tmp_p
     config = json.loads(config_path.read_text())
     config["train"]["learning_rate"] = 0.1  # made by another recipe
     config_path.write_text(json.dumps(config))
-    with pytest.raises(XfuseError, match=r"aif-L0_2-s1: a stale or foreign result: learning_rate is 0.1 there, the "
-                                         r"plan asks for 0.003"):
+    planned = json.loads((copy / "plan.json").read_text())["train_resolved"]["learning_rate"]
+    with pytest.raises(XfuseError, match=rf"aif-L0_2-s1: a stale or foreign result: learning_rate is 0.1 there, the "
+                                         rf"plan asks for {planned}"):
         build_report(ReportConfig(plan=str(copy / "plan.json"), n_resamples=100), log=lambda line: None)
     metrics_path = copy / "results" / "aif-L0_2-s1" / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
-    config["train"]["learning_rate"] = 0.003
+    config["train"]["learning_rate"] = planned
     config_path.write_text(json.dumps(config))
     del metrics["languages"]["ja"]  # made for fewer languages than the plan's
     original = metrics_path.read_text()

@@ -22,10 +22,9 @@ from tiny import HEAD_LAYERS, outlier_task, write_feature_store  # noqa: E402
 from xfuse.train import TrainConfig, train_heads  # noqa: E402
 
 RECIPES = {
-    "raw features, lr 1e-3": {"standardize": "none", "learning_rate": 1e-3},
-    "standardised to unit variance, lr 1e-3": {"standardize": "unit", "learning_rate": 1e-3},
-    "standardised to unit variance, lr 3e-4": {"standardize": "unit", "learning_rate": 3e-4},
-    "standardised to the median std, lr 1e-3": {"standardize": "median", "learning_rate": 1e-3},
+    "raw features, lr 3e-3 (the previous rate)": {"standardize": "none", "learning_rate": 3e-3},
+    "raw features, lr 5e-4": {"standardize": "none", "learning_rate": 5e-4},
+    "standardised to unit variance, lr 5e-4": {"standardize": "unit", "learning_rate": 5e-4},
     "standardised to the median std, lr 5e-4 (the default)": {"standardize": "median", "learning_rate": 5e-4},
 }
 
