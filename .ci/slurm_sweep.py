@@ -66,7 +66,11 @@ def check_results(plan_path: Path) -> list:
     for task in plan["tasks"]:
         folder = results / task["name"]
         files = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
-        if files != ["config.json", "curve.json", "metrics.json", "predictions.npz"]:
+        expected = ["config.json", "curve.json", "metrics.json", "predictions.npz"]
+        recorded = json.loads((folder / "config.json").read_text())["train"] if "config.json" in files else {}
+        if recorded.get("standardize", "none") != "none":
+            expected.append("standardizer.npz")  # the train-en statistics of a standardised run
+        if files != expected:
             raise SystemExit(f"slurm: FAILED: task {task['index']} ({task['name']}) has {files or 'no result'}")
         metrics = json.loads((folder / "metrics.json").read_text())
         config = json.loads((folder / "config.json").read_text())["train"]
