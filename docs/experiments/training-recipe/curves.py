@@ -1,7 +1,8 @@
 """Rounds 2 and 3: whole dev-en loss curves without early stopping, and what early stopping would select from them.
 
     python docs/experiments/training-recipe/curves.py docs/experiments/training-recipe/curves-lr3e-3 \\
-        docs/experiments/training-recipe/curves-lr1e-3 docs/experiments/training-recipe/curves-std-lr1e-3 \\
+        docs/experiments/training-recipe/curves-lr1e-3 docs/experiments/training-recipe/curves-lr5e-4 \\
+        docs/experiments/training-recipe/curves-std-lr1e-3 \\
         docs/experiments/training-recipe/curves-std-lr3e-4 docs/experiments/training-recipe/curves-median-lr1e-3 \\
         docs/experiments/training-recipe/curves-median-lr5e-4 \\
         > docs/experiments/training-recipe/CURVES.md
