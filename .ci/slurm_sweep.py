@@ -67,13 +67,12 @@ def check_results(plan_path: Path) -> list:
         folder = results / task["name"]
         files = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
         expected = ["config.json", "curve.json", "metrics.json", "predictions.npz"]
-        recorded = json.loads((folder / "config.json").read_text())["train"] if "config.json" in files else {}
-        if recorded.get("standardize", "none") != "none":
+        config = json.loads((folder / "config.json").read_text())["train"] if "config.json" in files else {}
+        if config.get("standardize", "none") != "none":
             expected.append("standardizer.npz")  # the train-en statistics of a standardised run
         if files != expected:
             raise SystemExit(f"slurm: FAILED: task {task['index']} ({task['name']}) has {files or 'no result'}")
         metrics = json.loads((folder / "metrics.json").read_text())
-        config = json.loads((folder / "config.json").read_text())["train"]
         if (config["head"], config["seed"]) != (task["head"], task["seed"]) or sorted(metrics["languages"]) != ["de", "en", "ja"]:
             raise SystemExit(f"slurm: FAILED: task {task['index']} result does not match its plan entry")
     status = xfuse("sweep", "status", "--plan", str(plan_path)).splitlines()[0]
