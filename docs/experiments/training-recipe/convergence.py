@@ -1,6 +1,6 @@
 """The convergence table of the trustworthy-training issue: the default recipe against three times its epochs.
 
-    python docs/experiments/training-recipe/convergence.py references docs/experiments/training-recipe/convergence
+    python docs/experiments/training-recipe/convergence.py references docs/experiments/training-recipe/convergence [RUN ...]
     python docs/experiments/training-recipe/convergence.py table docs/experiments/training-recipe/convergence \\
         > docs/experiments/training-recipe/CONVERGENCE.md
 
@@ -48,14 +48,17 @@ def _train_reference(job: tuple) -> str:
     return str(train_heads(config, log=lambda line: None))
 
 
-def references(folder: Path, workers: int = 2) -> None:
-    """Train every default run again for FACTOR times its epochs, without early stopping; resumable."""
+def references(folder: Path, runs: tuple = (), workers: int = 2) -> None:
+    """Train every default run (or the named ``runs``) again for FACTOR times its epochs, without early stopping.
+
+    Resumable: runs whose reference is already there are skipped.
+    """
     out = folder / "reference" / "results"
     jobs = []
     for result in sorted((folder / "default" / "results").iterdir()):
-        settings, metrics, _ = _read(result)
-        if (out / result.name).is_dir():
+        if (out / result.name).is_dir() or (runs and result.name not in runs):
             continue
+        settings, metrics, _ = _read(result)
         epochs = FACTOR * metrics["stopped"]["epochs"]
         jobs.append((dict(settings, max_epochs=epochs, patience=epochs, min_epochs=0), out))
     jobs.sort(key=lambda job: job[0]["max_epochs"] * (13 if job[0]["head"] == "scalar_mix" else 1))  # cheap first
@@ -136,5 +139,5 @@ def table(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    step, folder = sys.argv[1], Path(sys.argv[2])
-    {"references": references, "table": table}[step](folder)
+    step, folder, names = sys.argv[1], Path(sys.argv[2]), tuple(sys.argv[3:])
+    references(folder, names) if step == "references" else table(folder)
