@@ -8,6 +8,7 @@ import pytest
 
 from xfuse.errors import XfuseError
 from xfuse.extract import ExtractConfig, extract
+from xfuse import train as train_module
 from xfuse.train import CONDITIONS, TrainConfig, feature_scaling, train_heads
 
 from tiny import HEAD_LAYERS, outlier_task, write_feature_store
@@ -173,6 +174,26 @@ def test_min_epochs_standardize_and_the_recorded_diagnostics(tiny_store, tmp_pat
         assert saved["mean"].shape == (2, 32) and saved["layers"].tolist() == [1, 2] and (saved["std"] > 0).all()
         np.testing.assert_allclose(saved["divisor"], feature_scaling(saved["std"], "median"))
     assert json.loads((result / "config.json").read_text())["train"]["standardize"] == "median"
+
+
+@pytest.mark.parametrize("min_epochs, max_epochs, epochs, reason", [
+    (0, 6, 2, "patience"),  # the best epoch is the first: patience 1 stops at the second
+    (4, 6, 4, "patience"),  # patience may stop the run only from epoch 4 on
+    (20, 6, 6, "max_epochs"),  # the default minimum above the cap: the run trains to the cap
+])
+def test_patience_stops_a_run_only_from_min_epochs_on(tiny_store, tmp_path, monkeypatch, min_epochs, max_epochs,
+                                                       epochs, reason):
+    rising = iter([0.5 + 0.01 * epoch for epoch in range(max_epochs)])  # dev-en losses, one per epoch
+    monkeypatch.setattr(train_module, "_loss", lambda logits, labels: next(rising))
+    result = run(tiny_store, tmp_path, max_epochs=max_epochs, patience=1, min_epochs=min_epochs, n_resamples=0)
+    metrics = json.loads((result / "metrics.json").read_text())
+    assert len(json.loads((result / "curve.json").read_text())) == epochs
+    assert (metrics["stopped"]["epochs"], metrics["stopped"]["reason"], metrics["best_epoch"]) == (epochs, reason, 1)
+
+
+def test_min_epochs_must_not_be_negative(tiny_store, tmp_path):
+    with pytest.raises(XfuseError, match=r"--min-epochs: expected an integer >= 0, got -1"):
+        run(tiny_store, tmp_path, min_epochs=-1)
 
 
 def test_every_part_is_scaled_with_the_train_en_statistics(tiny_store, tmp_path, monkeypatch):

@@ -129,7 +129,8 @@ def verify(store, cache_dir, quiet):
               help="Pairs shuffled together within an epoch (blocks of 64 consecutive pairs, permuted).")
 @click.option("--label-smoothing", type=float, default=0.0, show_default=True,
               help="Label smoothing of the training loss (Ahuja et al. 2022 use 0.1); epochs are still chosen by NLL.")
-@click.option("--min-epochs", type=int, default=0, show_default=True, help="Patience counts only after this many epochs.")
+@click.option("--min-epochs", type=int, default=20, show_default=True,
+              help="Patience stops a run only from this epoch on (above --epochs: train to the cap).")
 @click.option("--schedule", type=click.Choice(["constant", "linear", "cosine"]), default="constant", show_default=True,
               help="Learning rate per step: constant, or warm-up then linear or cosine decay to 0 at --epochs.")
 @click.option("--warmup-epochs", type=float, default=0.0, show_default=True, help="Linear warm-up length (with a schedule).")

@@ -21,12 +21,14 @@ median channel standard deviation of the head's layers with ``train-en``
 statistics (``standardize="median"``, see :func:`feature_scaling`; saved
 with the run), AdamW at a constant 5e-4 with weight decay 0.01 on matrices
 only (``decay_all=False``: none on biases, norms and mixing weights), at most
-40 epochs, patience 5 on the dev-en NLL. With a constant rate a run that patience
-stopped is the prefix of the same run trained longer (on the CPU with the
-same thread count, where runs are deterministic): a higher cap would have
-selected the same epoch. Other knobs: ``min_epochs`` (patience counts only
-after it), ``schedule`` and ``warmup_epochs`` (a linear warm-up, then linear
-or cosine decay to 0 at ``max_epochs``, per optimizer step). Every run
+40 epochs, early stopping after 5 epochs without a lower dev-en NLL, counted
+from epoch 20 on (``min_epochs``: some heads sit at the prior for up to 15
+epochs before they learn). With a constant rate a run that patience stopped
+is the prefix of the same run trained longer (on the CPU with the same thread
+count, where runs are deterministic): a higher cap would have selected the
+same epoch. A ``min_epochs`` above ``max_epochs`` trains to the cap. Other
+knobs: ``schedule`` and ``warmup_epochs`` (a linear warm-up, then linear or
+cosine decay to 0 at ``max_epochs``, per optimizer step). Every run
 records why it stopped and whether it converged (``stopped``), whether it
 beat the prior on English dev (``learned``), and per test part and condition
 the rate of predicted positives, mean confidence and signed calibration error
@@ -109,7 +111,7 @@ class TrainConfig:
     memory_mb: float = 2048  # features held in memory at once, per part being read (xfuse.loader)
     window_pairs: int = 1024  # pairs shuffled together within an epoch (xfuse.loader): changes results
     label_smoothing: float = 0.0  # of the training loss only
-    min_epochs: int = 0  # patience starts counting only after this many epochs
+    min_epochs: int = 20  # patience stops a run only from this epoch on (above max_epochs: train to the cap)
     schedule: str = "constant"  # learning rate per step: constant, or warm-up then "linear" or "cosine" decay to 0
     warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs (schedules other than constant)
     standardize: str = "median"  # none, unit or median: see feature_scaling; train-en statistics
@@ -130,8 +132,8 @@ class TrainConfig:
             raise XfuseError(f"--schedule: expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not 0 <= self.warmup_epochs <= self.max_epochs:
             raise XfuseError(f"--warmup-epochs: expected a number in [0, {self.max_epochs}], got {self.warmup_epochs}")
-        if not 0 <= self.min_epochs <= self.max_epochs:
-            raise XfuseError(f"--min-epochs: expected an integer in [0, {self.max_epochs}], got {self.min_epochs}")
+        if self.min_epochs < 0:
+            raise XfuseError(f"--min-epochs: expected an integer >= 0, got {self.min_epochs}")
         return dataclasses.replace(self, device=resolve_device(self.device), standardize=standardize,
                                    threads=int(self.threads) or default_threads())
 

@@ -3,7 +3,8 @@
 # improvement under the default recipe (CONVERGENCE.md: mean on layers 0+12 and 7+12, aif on 0+12).
 #  - whole curves (patience equal to the cap) of mean on 0+12 and 7+12, seeds 0-2, under the other recipes tried
 #    for aif in rounds 2-3: raw features at 1e-3, unit z-scores at 3e-4, median scaling at 1e-3 (aif's curves exist);
-#  - seeds 3-7 of the three configurations under the default recipe, to size how often a seed stays at the prior.
+#  - seeds 3-7 of the three configurations under the recipe of CONVERGENCE-M20.md (patience counted from epoch 20),
+#    to size how often a seed stays at the prior.
 # Run from the repository root after the extraction; resumes (only missing runs are trained):
 #   bash docs/experiments/training-recipe/run-mixed.sh
 set -euo pipefail
