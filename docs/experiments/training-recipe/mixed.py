@@ -39,7 +39,12 @@ def _recipe(train: dict) -> str:
 
 
 def verdict(seeds: list) -> str:
-    """``split``, ``all learned``, ``none learned`` or ``learned, none clearly`` for (loss, prior, learned) rows."""
+    """``split``, ``all learned``, ``none learned`` or ``learned, none clearly`` for (loss, prior, learned) rows.
+
+    A group of one seed (a reference run trained for one seed only) gets no verdict.
+    """
+    if len(seeds) < 2:
+        return "one seed: no verdict"
     stuck = [row for row in seeds if not row[2]]
     clear = [row for row in seeds if row[2] and row[0] <= row[1] - GAP_BELOW_PRIOR]
     if stuck and clear:

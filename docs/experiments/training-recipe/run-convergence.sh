@@ -3,7 +3,7 @@
 # mean (lower layer 0 and 7 with the last) and scalar_mix (all), seeds 0-2, each beside the same seed trained three
 # times as many epochs without early stopping. NAME picks spec-NAME.json, the folder NAME/ and the table NAME.md in
 # capitals. Both steps resume where they were stopped. Run from the repository root after the extraction:
-#   bash docs/experiments/training-recipe/run-convergence.sh convergence-p10   # the default recipe (CONVERGENCE-P10.md)
+#   bash docs/experiments/training-recipe/run-convergence.sh convergence-m20   # the default recipe (CONVERGENCE-M20.md)
 #   bash docs/experiments/training-recipe/run-convergence.sh convergence       # the first candidate, patience 5
 set -euo pipefail
 here=docs/experiments/training-recipe
