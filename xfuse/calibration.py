@@ -31,6 +31,7 @@ Usage::
 import functools
 
 import numpy as np
+from scipy import sparse
 
 from .errors import XfuseError
 
@@ -215,12 +216,40 @@ def brier_refinement(probs, labels, bins: int = DEFAULT_BINS) -> float:
     return brier(probs, labels) - brier_reliability(probs, labels, bins)
 
 
-def _tie_groups(values: np.ndarray, descending: bool = False) -> tuple:
-    """(order, starts): a stable sort of ``values`` and the first position of each run of equal values in it."""
-    order = np.argsort(-values if descending else values, kind="stable")
-    ordered = values[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    return order, starts
+def _ranked_groups(confidence: np.ndarray, correct: np.ndarray, weights: np.ndarray) -> tuple:
+    """(right, wrong): the weights (R, N) of right and of wrong predictions in each group of tied confidences.
+
+    Both (G, R), groups in increasing confidence (groups first, so that sums over
+    groups run along contiguous memory). One sparse product ``A^T weights^T``
+    with ``A`` (N, 2G) putting each example in its group's "right" or "wrong" column.
+    """
+    order = np.argsort(confidence, kind="stable")
+    ordered = confidence[order]
+    group = np.empty(confidence.size, dtype=np.int64)
+    group[order] = np.cumsum(np.r_[True, ordered[1:] != ordered[:-1]]) - 1
+    groups = int(group.max()) + 1 if confidence.size else 0
+    columns = np.where(correct > 0.5, group, group + groups)
+    membership = sparse.csr_matrix((np.ones(confidence.size), (np.arange(confidence.size), columns)),
+                                   shape=(confidence.size, 2 * groups))
+    both = np.ascontiguousarray(membership.T @ weights.T)  # (2G, R)
+    return both[:groups], both[groups:]
+
+
+def _auroc_from_groups(right: np.ndarray, wrong: np.ndarray) -> np.ndarray:
+    """``sum_g P_g (N_<g + N_g / 2) / (P N)`` over ascending groups (G, R): (R,); NaN where a class has no weight."""
+    below = np.cumsum(wrong, axis=0) - wrong
+    total = right.sum(axis=0) * wrong.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, np.sum(right * (below + wrong / 2), axis=0) / np.where(total > 0, total, 1), np.nan)
+
+
+def _aurc_from_groups(right: np.ndarray, wrong: np.ndarray) -> np.ndarray:
+    """``sum_g c_g E_g / C_g / sum_g c_g`` over groups (G, R) in decreasing confidence: (R,) (:func:`_weighted_aurc`)."""
+    mass, wrong = (right + wrong)[::-1], wrong[::-1]
+    accepted = np.cumsum(mass, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        risk = np.where(accepted > 0, np.cumsum(wrong, axis=0) / np.where(accepted > 0, accepted, 1), 0.0)
+    return np.sum(mass * risk, axis=0) / mass.sum(axis=0)
 
 
 def _weighted_auroc(confidence: np.ndarray, correct: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -229,13 +258,7 @@ def _weighted_auroc(confidence: np.ndarray, correct: np.ndarray, weights: np.nda
     ``sum_g P_g (N_<g + N_g / 2) / (P N)`` over groups ``g`` of tied confidences in increasing order,
     with ``P_g``, ``N_g`` the weights of right and wrong predictions in the group (ties count one half).
     """
-    order, starts = _tie_groups(confidence)
-    right = np.add.reduceat(weights[:, order] * correct[order], starts, axis=1)  # (R, G)
-    wrong = np.add.reduceat(weights[:, order] * (1.0 - correct[order]), starts, axis=1)
-    below = np.cumsum(wrong, axis=1) - wrong
-    total = right.sum(axis=1) * wrong.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, np.sum(right * (below + wrong / 2), axis=1) / np.where(total > 0, total, 1), np.nan)
+    return _auroc_from_groups(*_ranked_groups(confidence, correct, weights))
 
 
 def _weighted_aurc(confidence: np.ndarray, correct: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -248,13 +271,7 @@ def _weighted_aurc(confidence: np.ndarray, correct: np.ndarray, weights: np.ndar
     and no ties, ``(1/N) sum_k (errors among the k most confident) / k``
     (Geifman et al. 2019).
     """
-    order, starts = _tie_groups(confidence, descending=True)
-    mass = np.add.reduceat(weights[:, order], starts, axis=1)  # (R, G)
-    wrong = np.add.reduceat(weights[:, order] * (1.0 - correct[order]), starts, axis=1)
-    accepted = np.cumsum(mass, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        risk = np.where(accepted > 0, np.cumsum(wrong, axis=1) / np.where(accepted > 0, accepted, 1), 0.0)
-    return np.sum(mass * risk, axis=1) / mass.sum(axis=1)
+    return _aurc_from_groups(*_ranked_groups(confidence, correct, weights))
 
 
 def auroc(probs, labels) -> float:
@@ -442,10 +459,10 @@ def resampled_metrics(probs, labels, counts: np.ndarray, bins: int = DEFAULT_BIN
             with np.errstate(invalid="ignore", divide="ignore"):
                 values["brier_reliability"] = np.sum(np.where(mass > 0, gap ** 2 / np.where(mass > 0, mass, 1), 0), axis=1)
             values["brier_refinement"] = weights @ (p1 - y) ** 2 - values["brier_reliability"]
-        elif name == "auroc":
-            values[name] = _weighted_auroc(confidence, correct, weights)
-        elif name == "aurc":
-            values[name] = _weighted_aurc(confidence, correct, weights)
+        elif name in ("auroc", "aurc"):
+            if "ranked" not in values:
+                values["ranked"] = _ranked_groups(confidence, correct, weights)  # shared by the two
+            values[name] = (_auroc_from_groups if name == "auroc" else _aurc_from_groups)(*values["ranked"])
     return {name: values[name] for name in names}
 
 
