@@ -22,7 +22,7 @@ statistics (``standardize="median"``, see :func:`feature_scaling`; saved
 with the run), AdamW at a constant 5e-4 with weight decay 0.01 on matrices
 only (``decay_all=False``: none on biases, norms and mixing weights), at most
 40 epochs, early stopping after 5 epochs without a lower dev-en NLL at epoch
-20 or later (``min_epochs``: some heads sit at the prior for up to 14 epochs
+20 or later (``min_epochs``: some heads sit at the prior for up to 15 epochs
 before they learn). With a constant rate a run that patience stopped
 is the prefix of the same run trained longer (on the CPU with the same thread
 count, where runs are deterministic): a higher cap would have selected the
