@@ -35,7 +35,8 @@ def _runs(root: Path):
 def _recipe(train: dict) -> str:
     scaling = SCALING_NAMES[train.get("standardize", False)]
     stopping = ("whole curve" if train["patience"] >= train["max_epochs"]
-                else f"patience {train['patience']}, cap {train['max_epochs']}")
+                else f"patience {train['patience']}" + (f" from epoch {train['min_epochs']}" if train.get("min_epochs") else "")
+                + f", cap {train['max_epochs']}")
     return f"{scaling} features, lr {train['learning_rate']:g}, {stopping}"
 
 
