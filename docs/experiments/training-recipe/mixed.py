@@ -37,7 +37,10 @@ def _recipe(train: dict) -> str:
     stopping = ("whole curve" if train["patience"] >= train["max_epochs"]
                 else f"patience {train['patience']}" + (f" from epoch {train['min_epochs']}" if train.get("min_epochs") else "")
                 + f", cap {train['max_epochs']}")
-    return f"{scaling} features, lr {train['learning_rate']:g}, {stopping}"
+    schedule = train.get("schedule", "constant")
+    rate = f"lr {train['learning_rate']:g}" + ("" if schedule == "constant" else
+                                                f" ({schedule} decay after {train.get('warmup_epochs', 0):g} warm-up epochs)")
+    return f"{scaling} features, {rate}, {stopping}"
 
 
 def verdict(seeds: list) -> str:
