@@ -428,7 +428,7 @@ def resampled_metrics(probs, labels, counts: np.ndarray, bins: int = DEFAULT_BIN
         gap, mass = both[:, : membership.shape[1]], both[:, membership.shape[1] :]  # n_b (conf_b - acc_b) / N, n_b / N
         return np.abs(gap).sum(axis=1), np.max(np.where(mass > 0, np.abs(gap) / np.where(mass > 0, mass, 1), 0), axis=1)
 
-    values = {}
+    values, ranked = {}, None
     for name in names:
         if name == "accuracy":
             values[name] = weights @ correct
@@ -460,9 +460,8 @@ def resampled_metrics(probs, labels, counts: np.ndarray, bins: int = DEFAULT_BIN
                 values["brier_reliability"] = np.sum(np.where(mass > 0, gap ** 2 / np.where(mass > 0, mass, 1), 0), axis=1)
             values["brier_refinement"] = weights @ (p1 - y) ** 2 - values["brier_reliability"]
         elif name in ("auroc", "aurc"):
-            if "ranked" not in values:
-                values["ranked"] = _ranked_groups(confidence, correct, weights)  # shared by the two
-            values[name] = (_auroc_from_groups if name == "auroc" else _aurc_from_groups)(*values["ranked"])
+            ranked = ranked or _ranked_groups(confidence, correct, weights)  # one ranking for the two
+            values[name] = (_auroc_from_groups if name == "auroc" else _aurc_from_groups)(*ranked)
     return {name: values[name] for name in names}
 
 
