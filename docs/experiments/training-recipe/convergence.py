@@ -26,8 +26,9 @@ import multiprocessing
 import sys
 from pathlib import Path
 
+from mixed import GAP_BELOW_PRIOR, stuck_and_clear  # beside this script: the item-2 check
+
 TOLERANCE = 0.01  # the acceptance margin on the dev-en loss
-GAP_BELOW_PRIOR = 0.03  # the "learned with a dev-en loss at least 0.03 below the prior's"
 FACTOR = 3
 
 
@@ -140,11 +141,11 @@ def table(folder: Path) -> None:
     for row in rows:
         configurations.setdefault(row["run"].rsplit("-s", 1)[0], []).append(row)
     for name, seeds in configurations.items():
-        stuck = [row for row in seeds if not row["learned"]]
-        clear = [row for row in seeds if row["learned"] and row["selected_loss"] <= row["prior_loss"] - GAP_BELOW_PRIOR]
+        stuck, clear = stuck_and_clear([(row["selected_loss"], row["prior_loss"], row["learned"], row["run"][-2:])
+                                        for row in seeds])
         if stuck and clear:
-            mixed.append(f"{name} (not learned: {', '.join(r['run'][-2:] for r in stuck)}; learned at least "
-                         f"{GAP_BELOW_PRIOR} below the prior: {', '.join(r['run'][-2:] for r in clear)})")
+            mixed.append(f"{name} (not learned: {', '.join(r[3] for r in stuck)}; learned at least "
+                         f"{GAP_BELOW_PRIOR} below the prior: {', '.join(r[3] for r in clear)})")
     print("**Seeds at the prior beside a seed that clearly learned** (one seed not `learned` while another learned "
           f"with a dev-en loss at least {GAP_BELOW_PRIOR} below the prior's): "
           + ("; ".join(mixed) if mixed else "none") + ".")

@@ -23,20 +23,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from summarize import print_settings  # noqa: E402  (beside this script)
+from rules import select  # noqa: E402  (beside this script)
+from summarize import print_settings  # noqa: E402
 
 PATIENCES = (2, 3, 5, 8)
-
-
-def patience_selection(losses: list, patience: int) -> tuple:
-    """(epoch stopped at, selected epoch, selected loss) of early stopping with ``patience`` on ``losses``."""
-    best, best_epoch = float("inf"), 0
-    for epoch, loss in enumerate(losses, start=1):
-        if loss < best:
-            best, best_epoch = loss, epoch
-        elif epoch - best_epoch >= patience:
-            return epoch, best_epoch, best
-    return len(losses), best_epoch, best
 
 
 def main(sweeps) -> None:
@@ -59,8 +49,7 @@ def main(sweeps) -> None:
             cells = [sweep.name, result.name, len(curve), best + 1, f"{curve[best]:.4f}", f"{learned['prior_loss']:.4f}",
                      learned["learned"]]
             for patience in PATIENCES:
-                stop, best_epoch, loss = patience_selection(curve, patience)
-                settled = stop - best_epoch >= patience  # else the curve ended before patience would have stopped
+                stop, _, loss, settled = select(curve, patience, 0)
                 cells.append(f"{stop} / {loss:.4f}" + ("" if settled else " (not settled)"))
             print("| " + " | ".join(map(str, cells)) + " |")
             runs.setdefault(result.name.split("-s")[0], []).append((sweep.name, result.name, curve, learned["prior_loss"]))

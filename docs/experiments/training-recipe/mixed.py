@@ -43,6 +43,12 @@ def _recipe(train: dict) -> str:
     return f"{scaling} features, {rate}, {stopping}"
 
 
+def stuck_and_clear(seeds: list) -> tuple:
+    """The rows (loss, prior loss, learned, ...) not learned, and those learned at least GAP_BELOW_PRIOR below the prior."""
+    return ([row for row in seeds if not row[2]],
+            [row for row in seeds if row[2] and row[0] <= row[1] - GAP_BELOW_PRIOR])
+
+
 def verdict(seeds: list) -> str:
     """``split``, ``all learned``, ``none learned`` or ``learned, none clearly`` for (loss, prior, learned) rows.
 
@@ -50,8 +56,7 @@ def verdict(seeds: list) -> str:
     """
     if len(seeds) < 2:
         return "one seed: no verdict"
-    stuck = [row for row in seeds if not row[2]]
-    clear = [row for row in seeds if row[2] and row[0] <= row[1] - GAP_BELOW_PRIOR]
+    stuck, clear = stuck_and_clear(seeds)
     if stuck and clear:
         return "**split**"
     if not stuck:
