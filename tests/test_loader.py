@@ -44,10 +44,13 @@ def epoch_pairs(part_path, seed, **settings):
 
 
 SMALL = dict(window_pairs=128, memory_bytes=100_000)  # two windows (about 80 KB) fit, the part (166 KB) does not
+HALF = dict(window_pairs=128, memory_bytes=250_000)  # the part fits in float16 (166 KB), not in float32 (332 KB)
+LARGE = dict(window_pairs=128, memory_bytes=1 << 30)  # held in float32, prepared once
+SETTINGS = (SMALL, HALF, LARGE)
 
 
 def test_every_pair_once_an_epoch_whether_resident_or_streamed(part_path):
-    for settings in (SMALL, dict(window_pairs=128, memory_bytes=1 << 30)):
+    for settings in SETTINGS:
         batches, _ = epoch_pairs(part_path, 0, **settings)
         seen = sorted(pair for batch in batches for pair in batch)
         assert seen == list(range(600))
@@ -66,7 +69,7 @@ def test_the_order_depends_on_the_seed_only(part_path):
 
 def test_batches_equal_a_plain_padded_read(part_path):
     with FeaturePart(part_path) as part:
-        for settings in (SMALL, dict(window_pairs=128, memory_bytes=1 << 30)):
+        for settings in SETTINGS:
             reader = PartReader(part, [2, 0], **settings)
             batches = itertools.chain(itertools.islice(reader.epoch(16, np.random.default_rng(0)), 6),
                                       itertools.islice(reader.in_order(32), 3))
@@ -109,7 +112,7 @@ def test_a_batch_is_valid_until_the_next_one_and_autograd_notices_misuse(part_pa
 def test_channel_moments_and_standardized_batches(part_path):
     with FeaturePart(part_path) as part:
         everything = np.stack([part.read_tokens(layer, 0, len(part)).astype(np.float64) for layer in (2, 0)])
-        for settings in (SMALL, dict(window_pairs=128, memory_bytes=1 << 30)):
+        for settings in SETTINGS:
             reader = PartReader(part, [2, 0], **settings)
             mean, std = reader.channel_moments()
             np.testing.assert_allclose(mean, everything.mean(axis=1), rtol=1e-10, atol=1e-12)
@@ -121,3 +124,26 @@ def test_channel_moments_and_standardized_batches(part_path):
                 expected = (plain.features[layer].astype(np.float64) - mean[position]) / std[position]
                 expected[~plain.mask] = 0.0
                 np.testing.assert_allclose(batch.features[position].numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_prepared_part_gives_the_same_batches_bit_for_bit(part_path):
+    """Held in float32 and standardized once (LARGE), held in float16 (HALF) or streamed (SMALL): the same numbers."""
+    with FeaturePart(part_path) as part:
+        mean, std = PartReader(part, [2, 0], **SMALL).channel_moments()
+        readers = [PartReader(part, [2, 0], **settings) for settings in SETTINGS + (LARGE,)]
+        assert [(reader.resident, reader.prepared) for reader in readers] == [
+            (False, False), (True, False), (True, True), (True, True)]
+        readers[3].load()  # prepared before the statistics were given: standardize must still apply them
+        for reader in readers:
+            reader.standardize(mean, std)
+        compared = 0
+        for batches in zip(*[itertools.chain(itertools.islice(reader.epoch(16, np.random.default_rng(5)), 8),
+                                             reader.in_order(40)) for reader in readers]):
+            first = batches[0]
+            for other in batches[1:]:
+                np.testing.assert_array_equal(other.pairs, first.pairs)
+                assert torch.equal(other.mask, first.mask)
+                assert torch.equal(other.features, first.features)  # exact, padding included
+            assert first.features.abs().max() > 0
+            compared += len(first)
+        assert compared == 8 * 16 + 600  # 8 training batches, then every pair predicted

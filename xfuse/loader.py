@@ -15,12 +15,16 @@ much memory the reader may use. The reader holds the rows of the needed
 layers either for the whole part (read once, when they fit in
 ``memory_bytes``) or for at most two windows (the one in use and the next,
 read by a background thread while the head computes), plus one batch's
-buffers. Rows stay float16 (the
-stored dtype) in one ``(L, tokens + 1, E)`` buffer per window whose last row
-is zeros, on the head's device (so on a GPU, ``memory_bytes`` bounds GPU
-memory too, and batches are gathered there); a batch is one ``index_select`` of that buffer along the token axis
-(padding points at the zero row), giving ``(L, B * T, E)``, and one cast to
-float32, viewed as ``(L, B, T, E)``.
+buffers. Rows stay float16 (the stored dtype) in one ``(L, tokens + 1, E)``
+buffer per window whose last row is zeros, on the head's device (so on a
+GPU, ``memory_bytes`` bounds GPU memory too, and batches are gathered there);
+a batch is one ``index_select`` of that buffer along the token axis (padding
+points at the zero row), giving ``(L, B * T, E)``, one cast to float32,
+viewed as ``(L, B, T, E)``, and, when asked, the standardization. A whole
+part whose float32 rows also fit in ``memory_bytes`` is held *prepared*
+instead: cast to float32 and standardized once, when it is read, so that a
+batch is the gather alone. Both give the same numbers: the same float32
+operations on the same values, once per row instead of once per batch.
 
 Prediction reads windows of consecutive blocks in file order and batches
 pairs of similar length together; logits come back in the part's order.
@@ -65,11 +69,15 @@ class Batch:
 
 
 class _Window:
-    """The rows of some blocks, all needed layers, in one float16 buffer (L, tokens + 1, E)."""
+    """The rows of some blocks, all needed layers, in one buffer (L, tokens + 1, E).
 
-    def __init__(self, rows: torch.Tensor, starts: dict):
+    Stored float16, or ``prepared``: float32 and already standardized as the reader was asked.
+    """
+
+    def __init__(self, rows: torch.Tensor, starts: dict, prepared: bool = False):
         self.rows = rows  # last row of each layer is zeros: padding gathers it
         self.starts = starts  # pair -> first row of that pair in ``rows``
+        self.prepared = prepared
 
 
 class PartReader:
@@ -98,6 +106,7 @@ class PartReader:
         block_tokens = np.array([self.offsets[b] - self.offsets[a] for a, b in self.blocks])
         biggest_window = np.sort(block_tokens)[::-1][: self.blocks_per_window].sum() * bytes_per_token
         self.resident = self.part_bytes <= memory_bytes
+        self.prepared = self.part_bytes * 4 // self.dtype.itemsize <= memory_bytes  # the whole part in float32 fits
         if not self.resident and 2 * biggest_window > memory_bytes:
             raise XfuseError(
                 f"--memory-mb: {memory_bytes / 2**20:.3g} MiB cannot hold two windows of {self.name} "
@@ -113,7 +122,7 @@ class PartReader:
     def load(self) -> None:
         """Read the whole part now, if it is to be held in memory (else windows are read as they are needed)."""
         if self.resident and self._whole is None:
-            self._whole = self._read([(0, len(self))])
+            self._whole = self._read_prepared() if self.prepared else self._read([(0, len(self))])
 
     # -- reading -------------------------------------------------------------------------------------------
 
@@ -131,6 +140,21 @@ class PartReader:
             starts[(first, stop)] = cursor - begin  # row of pair p: offsets[p] + this
             cursor += end - begin
         return _Window(rows.to(self.device), starts)  # on a GPU, batches are then gathered there
+
+    def _read_prepared(self) -> _Window:
+        """The whole part in float32, standardized if asked, read a chunk at a time (peak: float32 plus one chunk)."""
+        tokens = int(self.offsets[-1])
+        rows = torch.empty((len(self.layers), tokens + 1, self.width), dtype=torch.float32)
+        rows[:, tokens] = 0
+        step = 16 * BLOCK_PAIRS  # pairs read at once
+        for first in range(0, len(self), step):
+            begin, end = int(self.offsets[first]), int(self.offsets[min(first + step, len(self))])
+            for position, layer in enumerate(self.layers):
+                rows[position, begin:end] = torch.from_numpy(self.part._rows(layer, begin, end))
+        if self._standard is not None:
+            mean, std = (value.cpu()[:, 0] for value in self._standard)  # (L, 1, E)
+            rows[:, :tokens].sub_(mean).div_(std)  # as _batch does, once per row
+        return _Window(rows.to(self.device), {(0, len(self)): 0}, prepared=True)
 
     def _windows(self, block_order: Sequence[int]) -> Iterator[tuple]:
         """(blocks of the window, its rows) for consecutive groups of ``block_order``; the next read ahead."""
@@ -172,6 +196,8 @@ class PartReader:
         """From now on, batches hold ``(x - mean) / max(std, floor)`` per layer and channel, zero on padding."""
         as_tensor = lambda array: torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
         self._standard = (as_tensor(mean)[:, None, None, :], as_tensor(np.maximum(std, floor))[:, None, None, :])
+        if self._whole is not None and self._whole.prepared:
+            self._whole = None  # prepared without these statistics: read again when next needed
 
     # -- batches -------------------------------------------------------------------------------------------
 
@@ -184,15 +210,21 @@ class PartReader:
         index = np.where(mask, first_row[:, None] + positions[None, :], pad_row)  # (B, T)
         flat = torch.from_numpy(index.reshape(-1)).to(self.device, non_blocking=True)
         size = len(self.layers) * flat.numel() * self.width
-        if self._scratch is None or self._scratch[0].numel() < size:  # grown, then reused: fresh pages are slow
-            self._scratch = (torch.empty(size, dtype=window.rows.dtype, device=self.device),
+        if self._scratch is None or self._scratch[1].numel() < size:  # grown, then reused: fresh pages are slow
+            self._scratch = (torch.empty(0 if window.prepared else size, dtype=window.rows.dtype, device=self.device),
                              torch.empty(size, dtype=torch.float32, device=self.device))
-        gathered = self._scratch[0][:size].view(len(self.layers), flat.numel(), self.width)
-        torch.index_select(window.rows, 1, flat, out=gathered)  # (L, B*T, E) float16, where the window is
         features = self._scratch[1][:size].view(len(self.layers), len(pairs), width, self.width)
-        features.copy_(gathered.view(features.shape))  # (L, B, T, E) float32: one cast
         as_tensor = lambda array: torch.from_numpy(array).to(self.device, non_blocking=True)
         mask_tensor = as_tensor(mask)
+        if window.prepared:  # float32, standardized, padding row zero: the gather is the batch
+            torch.index_select(window.rows, 1, flat, out=features.view(len(self.layers), flat.numel(), self.width))
+            return Batch(features=features, mask=mask_tensor, second_start=as_tensor(self.second_start[pairs]),
+                         labels=as_tensor(self.labels[pairs]), pairs=pairs)
+        if self._scratch[0].numel() < size:
+            self._scratch = (torch.empty(size, dtype=window.rows.dtype, device=self.device), self._scratch[1])
+        gathered = self._scratch[0][:size].view(len(self.layers), flat.numel(), self.width)
+        torch.index_select(window.rows, 1, flat, out=gathered)  # (L, B*T, E) float16, where the window is
+        features.copy_(gathered.view(features.shape))  # (L, B, T, E) float32: one cast
         if self._standard is not None:
             mean, std = self._standard
             features.sub_(mean).div_(std).mul_(mask_tensor[None, :, :, None])  # padding stays zero
