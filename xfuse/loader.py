@@ -18,8 +18,8 @@ read by a background thread while the head computes), plus one batch's
 buffers. Rows stay float16 (the stored dtype) in one ``(L, tokens + 1, E)``
 buffer per window whose last row is zeros, on the head's device (so on a
 GPU, ``memory_bytes`` bounds GPU memory too, and batches are gathered there);
-a batch is one ``index_select`` of that buffer along the token axis (padding
-points at the zero row), giving ``(L, B * T, E)``, one cast to float32,
+a batch is one ``index_select`` per layer of that buffer along the token
+axis (padding points at the zero row), giving ``(L, B * T, E)``, one cast to float32,
 viewed as ``(L, B, T, E)``, and, when asked, the standardization. A whole
 part whose float32 rows also fit in ``memory_bytes`` is held *prepared*
 instead: cast to float32 and standardized once, when it is read, so that a
@@ -217,13 +217,13 @@ class PartReader:
         as_tensor = lambda array: torch.from_numpy(array).to(self.device, non_blocking=True)
         mask_tensor = as_tensor(mask)
         if window.prepared:  # float32, standardized, padding row zero: the gather is the batch
-            torch.index_select(window.rows, 1, flat, out=features.view(len(self.layers), flat.numel(), self.width))
+            _gather(window.rows, flat, features.view(len(self.layers), flat.numel(), self.width))
             return Batch(features=features, mask=mask_tensor, second_start=as_tensor(self.second_start[pairs]),
                          labels=as_tensor(self.labels[pairs]), pairs=pairs)
         if self._scratch[0].numel() < size:
             self._scratch = (torch.empty(size, dtype=window.rows.dtype, device=self.device), self._scratch[1])
         gathered = self._scratch[0][:size].view(len(self.layers), flat.numel(), self.width)
-        torch.index_select(window.rows, 1, flat, out=gathered)  # (L, B*T, E) float16, where the window is
+        _gather(window.rows, flat, gathered)  # (L, B*T, E) float16, where the window is
         features.copy_(gathered.view(features.shape))  # (L, B, T, E) float32: one cast
         if self._standard is not None:
             mean, std = self._standard
@@ -277,6 +277,17 @@ class PartReader:
             batch = self._batch(window, pairs, first_rows)
             del window
             yield batch
+
+
+def _gather(rows: torch.Tensor, index: torch.Tensor, out: torch.Tensor) -> None:
+    """``out[l] = rows[l, index]`` for every layer l: rows (L, N, E), index (K,), out (L, K, E).
+
+    One ``index_select`` per layer along the first axis of a (N, E) matrix:
+    on CPU this is split across threads, while a single one along the middle
+    axis of (L, N, E) is not (measured about 2x slower on two threads).
+    """
+    for layer in range(rows.shape[0]):
+        torch.index_select(rows[layer], 0, index, out=out[layer])
 
 
 def memory_bytes(megabytes: float) -> int:
