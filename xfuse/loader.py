@@ -224,10 +224,16 @@ class PartReader:
             self._scratch = (torch.empty(size, dtype=window.rows.dtype, device=self.device), self._scratch[1])
         gathered = self._scratch[0][:size].view(len(self.layers), flat.numel(), self.width)
         _gather(window.rows, flat, gathered)  # (L, B*T, E) float16, where the window is
-        features.copy_(gathered.view(features.shape))  # (L, B, T, E) float32: one cast
-        if self._standard is not None:
-            mean, std = self._standard
-            features.sub_(mean).div_(std).mul_(mask_tensor[None, :, :, None])  # padding stays zero
+        flat_features = features.view(gathered.shape)  # (L, B*T, E) float32
+        if self._standard is None:
+            flat_features.copy_(gathered)  # one cast
+        else:
+            mean, std = (value[:, 0] for value in self._standard)  # (L, 1, E)
+            torch.sub(gathered, mean, out=flat_features)  # cast and centre in one pass (float16 to float32 is exact)
+            flat_features.div_(std)
+            padding = np.flatnonzero(~mask.reshape(-1))  # few: pairs of similar length are batched together
+            if padding.size:
+                flat_features.index_fill_(1, torch.from_numpy(padding).to(self.device), 0.0)  # padding stays zero
         return Batch(features=features, mask=mask_tensor, second_start=as_tensor(self.second_start[pairs]),
                      labels=as_tensor(self.labels[pairs]), pairs=pairs)
 
