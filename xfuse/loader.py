@@ -225,12 +225,10 @@ class PartReader:
         gathered = self._scratch[0][:size].view(len(self.layers), flat.numel(), self.width)
         _gather(window.rows, flat, gathered)  # (L, B*T, E) float16, where the window is
         flat_features = features.view(gathered.shape)  # (L, B*T, E) float32
-        if self._standard is None:
-            flat_features.copy_(gathered)  # one cast
-        else:
+        flat_features.copy_(gathered)  # one cast
+        if self._standard is not None:
             mean, std = (value[:, 0] for value in self._standard)  # (L, 1, E)
-            torch.sub(gathered, mean, out=flat_features)  # cast and centre in one pass (float16 to float32 is exact)
-            flat_features.div_(std)
+            flat_features.sub_(mean).div_(std)  # in place (an out= sub from float16 measured 8x slower here)
             padding = np.flatnonzero(~mask.reshape(-1))  # few: pairs of similar length are batched together
             if padding.size:
                 flat_features.index_fill_(1, torch.from_numpy(padding).to(self.device), 0.0)  # padding stays zero
