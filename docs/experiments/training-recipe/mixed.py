@@ -101,6 +101,71 @@ def main(root: Path) -> None:
         print(f"| {configuration} | {recipe} | {folder} | {seed} | {len(curve)} | {train[0]:.3f} -> {train[-1]:.3f} | "
               f"{dev[0]:.3f} -> {min(dev):.3f} -> {dev[-1]:.3f} |")
 
+    trajectories(root)
+
+
+TRAJECTORY_CONFIGURATIONS = ("single-L0", "single-L12", "aif-L0_12", "mean-L0_12", "concat-L0_12", "dlfa-L0_12")
+TRAJECTORY_EPOCHS = (5, 10, 20)
+
+
+def _default_trajectory(train: dict) -> bool:
+    """Whether a run followed the default recipe's trajectory (any stopping rule: the curves share their prefix)."""
+    return (SCALING_NAMES[train.get("standardize", False)] == "median" and train["learning_rate"] == 5e-4
+            and train.get("schedule", "constant") == "constant" and train.get("weight_decay") == 0.01
+            and not train.get("decay_all", False))
+
+
+def trajectories(root: Path) -> None:
+    """Per seed under the default recipe: the layer-0 fusions beside the heads on layer 0 alone and the last alone.
+
+    For each configuration and seed, the longest curve among runs that followed
+    the default's trajectory; training and dev-en losses at fixed epochs, and the
+    best dev-en loss against the prior.
+    """
+    longest = {}
+    for sweep, result in _runs(root):
+        configuration, seed = result.name.rsplit("-s", 1)
+        if configuration not in TRAJECTORY_CONFIGURATIONS:
+            continue
+        if not _default_trajectory(json.loads((result / "config.json").read_text())["train"]):
+            continue
+        curve = json.loads((result / "curve.json").read_text())
+        key = (configuration, int(seed))
+        if key not in longest or len(curve) > len(longest[key][1]):
+            longest[key] = (json.loads((result / "metrics.json").read_text())["learned"], curve,
+                            sweep.relative_to(root).as_posix())
+    columns = " | ".join(f"train loss @{epoch}" for epoch in TRAJECTORY_EPOCHS)
+    print("\n## Why the layer-0 fusions split: their seeds against the heads on each layer alone\n")
+    print("Under the default recipe's trajectory (median scaling, AdamW 5e-4 constant, weight decay 0.01 off 1-D "
+          "parameters; any stopping rule, since the curves share their prefix), the longest curve of each "
+          "configuration and seed. `best - prior`: the curve's lowest dev-en loss minus the prior's; `learned` as the "
+          "run recorded it. The last rows: mean per configuration over the seeds that learned (`L`) and those that "
+          "did not (`-`).\n")
+    print(f"| configuration | seed | folder | epochs | learned | best - prior | {columns} | dev-en loss @20 |")
+    print("|---|---:|---|---:|---|---:|" + "---:|" * len(TRAJECTORY_EPOCHS) + "---:|")
+    summary = {}
+    for (configuration, seed), (learned, curve, folder) in sorted(
+            longest.items(), key=lambda item: (TRAJECTORY_CONFIGURATIONS.index(item[0][0]), item[0][1])):
+        at = lambda epoch, key: curve[epoch - 1][key] if len(curve) >= epoch else None
+        shown = lambda value: "-" if value is None else f"{value:.3f}"
+        gap = min(entry["dev_en_loss"] for entry in curve) - learned["prior_loss"]
+        losses = [at(epoch, "train_loss") for epoch in TRAJECTORY_EPOCHS]
+        print(f"| {configuration} | {seed} | {folder} | {len(curve)} | {'L' if learned['learned'] else '-'} | "
+              f"{gap:+.3f} | " + " | ".join(map(shown, losses)) + f" | {shown(at(20, 'dev_en_loss'))} |")
+        summary.setdefault((configuration, learned["learned"]), []).append((gap, losses))
+    print()
+    print(f"| configuration | learned | seeds | mean best - prior | " + columns.replace("train loss", "mean train loss")
+          + " |")
+    print("|---|---|---:|---:|" + "---:|" * len(TRAJECTORY_EPOCHS))
+    for (configuration, learned), rows in sorted(summary.items(), key=lambda item: (
+            TRAJECTORY_CONFIGURATIONS.index(item[0][0]), item[0][1])):
+        means = []
+        for index in range(len(TRAJECTORY_EPOCHS)):
+            values = [losses[index] for _, losses in rows if losses[index] is not None]
+            means.append(f"{sum(values) / len(values):.3f} ({len(values)})" if values else "-")
+        print(f"| {configuration} | {'L' if learned else '-'} | {len(rows)} | "
+              f"{sum(gap for gap, _ in rows) / len(rows):+.3f} | " + " | ".join(means) + " |")
+
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
