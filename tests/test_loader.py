@@ -131,8 +131,9 @@ def test_a_prepared_part_gives_the_same_batches_bit_for_bit(part_path):
     with FeaturePart(part_path) as part:
         mean, std = PartReader(part, [2, 0], **SMALL).channel_moments()
         readers = [PartReader(part, [2, 0], **settings) for settings in SETTINGS + (LARGE,)]
+        readers.append(PartReader(part, [2, 0], prepare=False, **LARGE))  # as for a part only predicted
         assert [(reader.resident, reader.prepared) for reader in readers] == [
-            (False, False), (True, False), (True, True), (True, True)]
+            (False, False), (True, False), (True, True), (True, True), (True, False)]
         readers[3].load()  # prepared before the statistics were given: standardize must still apply them
         for reader in readers:
             reader.standardize(mean, std)
@@ -147,3 +148,17 @@ def test_a_prepared_part_gives_the_same_batches_bit_for_bit(part_path):
             assert first.features.abs().max() > 0
             compared += len(first)
         assert compared == 8 * 16 + 600  # 8 training batches, then every pair predicted
+
+
+def test_release_frees_the_held_part_and_a_later_epoch_reads_it_again(part_path):
+    with FeaturePart(part_path) as part:
+        reader = PartReader(part, [2, 0], **LARGE)
+        first = [(batch.pairs.copy(), batch.features.clone()) for batch in reader.in_order(100)]
+        assert reader._whole is not None
+        reader.release()
+        assert reader._whole is None and reader._scratch is None
+        again = [(batch.pairs.copy(), batch.features.clone()) for batch in reader.in_order(100)]
+    assert len(first) == len(again)
+    for (pairs, features), (pairs_again, features_again) in zip(first, again):
+        np.testing.assert_array_equal(pairs, pairs_again)
+        assert torch.equal(features, features_again)

@@ -24,7 +24,9 @@ viewed as ``(L, B, T, E)``, and, when asked, the standardization. A whole
 part whose float32 rows also fit in ``memory_bytes`` is held *prepared*
 instead: cast to float32 and standardized once, when it is read, so that a
 batch is the gather alone. Both give the same numbers: the same float32
-operations on the same values, once per row instead of once per batch.
+operations on the same values, once per row instead of once per batch. A
+part read once (``prepare=False``, as for the parts only predicted) gains
+nothing by it and is held in float16.
 
 Prediction reads windows of consecutive blocks in file order and batches
 pairs of similar length together; logits come back in the part's order.
@@ -84,7 +86,7 @@ class PartReader:
     """Batches of one part's pairs for some layers, reading at most ``memory_bytes`` of features at once."""
 
     def __init__(self, part, layers: Sequence[int], window_pairs: int = 1024, memory_bytes: int = 2 << 30,
-                 device: str = "cpu"):
+                 device: str = "cpu", prepare: bool = True):
         self.part = part
         self.name = f"{part.split}-{part.lang}"
         self.layers = list(part.resolve(layers))
@@ -106,7 +108,8 @@ class PartReader:
         block_tokens = np.array([self.offsets[b] - self.offsets[a] for a, b in self.blocks])
         biggest_window = np.sort(block_tokens)[::-1][: self.blocks_per_window].sum() * bytes_per_token
         self.resident = self.part_bytes <= memory_bytes
-        self.prepared = self.part_bytes * 4 // self.dtype.itemsize <= memory_bytes  # the whole part in float32 fits
+        # the whole part held in float32, when it fits and is asked for (a part read once gains nothing by it)
+        self.prepared = prepare and self.resident and self.part_bytes * 4 // self.dtype.itemsize <= memory_bytes
         if not self.resident and 2 * biggest_window > memory_bytes:
             raise XfuseError(
                 f"--memory-mb: {memory_bytes / 2**20:.3g} MiB cannot hold two windows of {self.name} "
@@ -118,6 +121,10 @@ class PartReader:
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    def release(self) -> None:
+        """Free the rows held for the whole part and the batch buffers (read again if batches are asked for)."""
+        self._whole, self._scratch = None, None
 
     def load(self) -> None:
         """Read the whole part now, if it is to be held in memory (else windows are read as they are needed)."""

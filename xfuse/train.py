@@ -256,10 +256,12 @@ def train_heads(config: TrainConfig, log: Callable[[str], None] = print) -> Path
     budget = memory_bytes(config.memory_mb)
     open_parts = []
 
-    def reader(split: str, lang: str) -> PartReader:
+    def reader(split: str, lang: str, prepare: bool = False) -> PartReader:
+        """A reader of one part; ``prepare`` for parts read every epoch (xfuse.loader)."""
         part = store.part(split, lang)
         open_parts.append(part)
-        return PartReader(part, layers, window_pairs=config.window_pairs, memory_bytes=budget, device=config.device)
+        return PartReader(part, layers, window_pairs=config.window_pairs, memory_bytes=budget, device=config.device,
+                          prepare=prepare)
 
     try:
         return _train_and_score(config, store, layers, head, languages, reader, started, log)
@@ -269,7 +271,7 @@ def train_heads(config: TrainConfig, log: Callable[[str], None] = print) -> Path
 
 
 def _train_and_score(config, store, layers, head, languages, reader, started, log) -> Path:
-    train, calibration = reader("train", "en"), reader("dev", "en")
+    train, calibration = reader("train", "en", prepare=True), reader("dev", "en", prepare=True)
     standardizer = None
     if config.standardize != "none":
         mean, std = train.channel_moments()
@@ -308,6 +310,7 @@ def _train_and_score(config, store, layers, head, languages, reader, started, lo
     head.load_state_dict(best[1])
     train_base_rate = float(train.labels.mean())
     del train  # its features (a whole part, when it fit) are not needed for evaluation
+    calibration.release()  # nor dev-en's: its logits of the selected epoch are kept
     training = time.perf_counter() - started
     evaluation_started = time.perf_counter()
 
