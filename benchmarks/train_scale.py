@@ -129,7 +129,7 @@ def run_one(store_dir: Path, head: str, layers: str, steps: int, batch_size: int
     training = time.perf_counter() - started
     started = time.perf_counter()
     with store.part("test", "de") as part:
-        test = PartReader(part, chosen, memory_bytes=int(memory_mb * 2**20))
+        test = PartReader(part, chosen, memory_bytes=int(memory_mb * 2**20), prepare=False)  # read once, as xfuse does
         predict(model, test, batch_size)
         predicted = len(test)
     prediction = time.perf_counter() - started
