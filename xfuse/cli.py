@@ -124,7 +124,8 @@ def verify(store, cache_dir, quiet):
 @click.option("--threads", type=int, default=0, show_default="the cores this process may use",
               help="Torch CPU threads; results depend on it, so it is recorded.")
 @click.option("--memory-mb", type=float, default=2048, show_default=True,
-              help="Features held in memory per part: the whole part when it fits, else two windows at a time.")
+              help="Features held in memory per part read: the whole part when it fits (in float32 for "
+                   "train-en and dev-en when that fits too), else two windows at a time.")
 @click.option("--window-pairs", type=int, default=1024, show_default=True,
               help="Pairs shuffled together within an epoch (blocks of 64 consecutive pairs, permuted).")
 @click.option("--label-smoothing", type=float, default=0.0, show_default=True,
