@@ -19,13 +19,15 @@ reads) replaced after scaling, in every part read:
   then sees the last layer only, through the same architecture;
 - ``noise``: by a fixed normal vector per stored token (the same in every
   epoch, seeded by the part and the pair), scaled per channel to the spread
-  of the layer-0 features it replaces in that batch: an input as easy to fit
-  on train-en as layer 0 that carries nothing to dev-en by construction.
+  of the layer-0 features it replaces in that batch: an input that carries
+  nothing to dev-en by construction (and, differing at every token, is
+  easier to fit on train-en than layer 0). CPU only (its generator is).
 
-If the seeds learn with layer 0 constant, layer 0's features are what stops
-them. If they also learn with noise in its place, it is what layer 0
-carries, not any extra input that can be fitted, that stops them; if noise
-stops them too, any such input does. Results go to ``ablation-<mode>/results``
+If the seeds learn with layer 0 constant, having layer 0 as an input is
+what stops them (for ``mean`` that run is the last layer's head with the
+same seed). If they also learn with noise in its place, it is what layer 0
+carries that stops them; if noise stops them too, an input that can be
+fitted without carrying to dev-en is enough. Results go to ``ablation-<mode>/results``
 beside this script; runs already there are skipped. Dev-en only in the table.
 """
 
