@@ -134,7 +134,7 @@ def table(folder: Path) -> None:
         print(f"Default runs not trained yet ({len(missing)} of {len(planned)}): {', '.join(missing)}.\n")
     print(f"**Acceptance**: {checked} of {len(planned)} planned runs have their reference; "
           + (f"{len(failures)} over the margin ({', '.join(failures)})." if failures else "none over the margin.")
-          + (" Not complete: the verdict waits for the runs not trained yet." if pending or missing else ""))
+          + (" Not complete: the verdict waits for the runs and references not trained yet." if pending or missing else ""))
     print()
     mixed = []
     configurations = {}
