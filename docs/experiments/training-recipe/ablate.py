@@ -31,7 +31,6 @@ fitted without carrying to dev-en is enough. Results go to ``ablation-<mode>/res
 beside this script; runs already there are skipped. Dev-en only in the table.
 """
 
-import dataclasses
 import json
 import sys
 import zlib
@@ -66,22 +65,20 @@ def _replace_layer0(mode: str) -> None:
 
 
 def run(root: Path, mode: str, runs: list) -> None:
-    from xfuse.train import TrainConfig, train_heads
+    from convergence import config_of  # beside this script
+    from xfuse.train import train_heads
 
     if mode not in MODES:
         raise SystemExit(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
     _replace_layer0(mode)
     out = root / f"ablation-{mode}" / "results"
-    fields = {field.name for field in dataclasses.fields(TrainConfig)}
     for name in runs:
         if (out / name).is_dir():
             print(f"{name}: already there", file=sys.stderr)
             continue
         settings = json.loads((root / "convergence-m20" / "default" / "results" / name / "config.json").read_text())
-        config = TrainConfig(**{key: tuple(value) if key == "languages" else value
-                                for key, value in settings["train"].items() if key in fields})
-        config = dataclasses.replace(config, out=str(out), max_epochs=EPOCHS, patience=EPOCHS, min_epochs=0,
-                                     n_resamples=0)
+        config = config_of(settings["train"], out=str(out), max_epochs=EPOCHS, patience=EPOCHS, min_epochs=0,
+                           n_resamples=0)
         if config.layers.split(",")[0] != "0":
             raise SystemExit(f"{name}: layer 0 must be the first layer the head reads, got --layers {config.layers}")
         print(f"{name}: {mode}, done {train_heads(config, log=lambda line: None)}", file=sys.stderr)

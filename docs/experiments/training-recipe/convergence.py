@@ -38,15 +38,21 @@ def _read(result: Path) -> tuple:
             [entry["dev_en_loss"] for entry in json.loads((result / "curve.json").read_text())])
 
 
-def _train_reference(job: tuple) -> str:
-    from xfuse.train import TrainConfig, train_heads
+def config_of(settings: dict, **changes):
+    """The TrainConfig a run recorded (``config.json``'s ``train``), with ``changes``."""
+    from xfuse.train import TrainConfig
 
-    settings, out = job
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{key: tuple(value) if key == "languages" else value
                             for key, value in settings.items() if key in fields})
-    config = dataclasses.replace(config, out=str(out))
-    return str(train_heads(config, log=lambda line: None))
+    return dataclasses.replace(config, **changes)
+
+
+def _train_reference(job: tuple) -> str:
+    from xfuse.train import train_heads
+
+    settings, out = job
+    return str(train_heads(config_of(settings, out=str(out)), log=lambda line: None))
 
 
 def references(folder: Path, runs: tuple = (), workers: int = 2) -> None:
