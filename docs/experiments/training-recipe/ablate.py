@@ -1,11 +1,13 @@
 """Item 2's intervention: seeds of the layer-0 fusions that did not learn, rerun with layer 0's features replaced.
 
-The runs in ``ABLATION.md`` (about 40 minutes of one core)::
+The runs in ``ABLATION.md`` (about an hour of one core)::
 
     python docs/experiments/training-recipe/ablate.py run docs/experiments/training-recipe constant \
         mean-L0_12-s1 mean-L0_12-s2 aif-L0_12-s0
     python docs/experiments/training-recipe/ablate.py run docs/experiments/training-recipe noise \
         mean-L0_12-s1 mean-L0_12-s2 aif-L0_12-s0 mean-L0_12-s0     # the last: a seed that learned, as a control
+    python docs/experiments/training-recipe/ablate.py run docs/experiments/training-recipe types \
+        mean-L0_12-s1 mean-L0_12-s0 mean-L0_12-s2
     python docs/experiments/training-recipe/ablate.py table docs/experiments/training-recipe \\
         > docs/experiments/training-recipe/ABLATION.md
 
