@@ -156,7 +156,7 @@ def test_release_frees_the_held_part_and_a_later_epoch_reads_it_again(part_path)
         first = [(batch.pairs.copy(), batch.features.clone()) for batch in reader.in_order(100)]
         assert reader._whole is not None
         reader.release()
-        assert reader._whole is None and reader._scratch is None
+        assert reader._whole is None and reader._scratch == {}
         again = [(batch.pairs.copy(), batch.features.clone()) for batch in reader.in_order(100)]
     assert len(first) == len(again)
     for (pairs, features), (pairs_again, features_again) in zip(first, again):

@@ -116,15 +116,15 @@ class PartReader:
                 f"({2 * biggest_window / 2**20:.3g} MiB for {len(self.layers)} layers); "
                 "raise --memory-mb or lower --window-pairs")
         self._whole: Optional[_Window] = None
-        self._scratch: Optional[tuple] = None  # reused batch buffers (float16 gather, float32 features)
-        self._standard: Optional[tuple] = None  # (mean, std) per layer and channel, (L, 1, 1, E), see standardize
+        self._scratch: dict = {}  # reused batch buffers by dtype (float16 gather, float32 features), see _buffer
+        self._standard: Optional[tuple] = None  # (mean, std) per layer and channel, (L, 1, E), see standardize
 
     def __len__(self) -> int:
         return len(self.lengths)
 
     def release(self) -> None:
         """Free the rows held for the whole part and the batch buffers (read again if batches are asked for)."""
-        self._whole, self._scratch = None, None
+        self._whole, self._scratch = None, {}
 
     def load(self) -> None:
         """Read the whole part now, if it is to be held in memory (else windows are read as they are needed)."""
@@ -148,18 +148,22 @@ class PartReader:
             cursor += end - begin
         return _Window(rows.to(self.device), starts)  # on a GPU, batches are then gathered there
 
+    def _row_chunks(self) -> Iterator[tuple]:
+        """(begin, end) token-row ranges covering the part, 16 blocks of pairs at a time (whole-part passes)."""
+        step = 16 * BLOCK_PAIRS
+        for first in range(0, len(self), step):
+            yield int(self.offsets[first]), int(self.offsets[min(first + step, len(self))])
+
     def _read_prepared(self) -> _Window:
         """The whole part in float32, standardized if asked, read a chunk at a time (peak: float32 plus one chunk)."""
         tokens = int(self.offsets[-1])
         rows = torch.empty((len(self.layers), tokens + 1, self.width), dtype=torch.float32)
         rows[:, tokens] = 0
-        step = 16 * BLOCK_PAIRS  # pairs read at once
-        for first in range(0, len(self), step):
-            begin, end = int(self.offsets[first]), int(self.offsets[min(first + step, len(self))])
+        for begin, end in self._row_chunks():
             for position, layer in enumerate(self.layers):
                 rows[position, begin:end] = torch.from_numpy(self.part._rows(layer, begin, end))
         if self._standard is not None:
-            mean, std = (value.cpu()[:, 0] for value in self._standard)  # (L, 1, E)
+            mean, std = (value.cpu() for value in self._standard)  # (L, 1, E)
             rows[:, :tokens].sub_(mean).div_(std)  # as _batch does, once per row
         return _Window(rows.to(self.device), {(0, len(self)): 0}, prepared=True)
 
@@ -188,9 +192,7 @@ class PartReader:
         """
         total = np.zeros((len(self.layers), self.width))
         squares = np.zeros((len(self.layers), self.width))
-        step = 16 * BLOCK_PAIRS  # pairs read at once
-        for first in range(0, len(self), step):
-            begin, end = int(self.offsets[first]), int(self.offsets[min(first + step, len(self))])
+        for begin, end in self._row_chunks():
             for position, layer in enumerate(self.layers):
                 rows = self.part._rows(layer, begin, end).astype(np.float64)
                 total[position] += rows.sum(axis=0)
@@ -202,7 +204,7 @@ class PartReader:
     def standardize(self, mean: np.ndarray, std: np.ndarray, floor: float = 1e-6) -> None:
         """From now on, batches hold ``(x - mean) / max(std, floor)`` per layer and channel, zero on padding."""
         as_tensor = lambda array: torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
-        self._standard = (as_tensor(mean)[:, None, None, :], as_tensor(np.maximum(std, floor))[:, None, None, :])
+        self._standard = (as_tensor(mean)[:, None, :], as_tensor(np.maximum(std, floor))[:, None, :])  # (L, 1, E)
         if self._whole is not None and self._whole.prepared:
             self._whole = None  # prepared without these statistics: read again when next needed
 
@@ -217,30 +219,31 @@ class PartReader:
         index = np.where(mask, first_row[:, None] + positions[None, :], pad_row)  # (B, T)
         flat = torch.from_numpy(index.reshape(-1)).to(self.device, non_blocking=True)
         size = len(self.layers) * flat.numel() * self.width
-        if self._scratch is None or self._scratch[1].numel() < size:  # grown, then reused: fresh pages are slow
-            self._scratch = (torch.empty(0 if window.prepared else size, dtype=window.rows.dtype, device=self.device),
-                             torch.empty(size, dtype=torch.float32, device=self.device))
-        features = self._scratch[1][:size].view(len(self.layers), len(pairs), width, self.width)
-        as_tensor = lambda array: torch.from_numpy(array).to(self.device, non_blocking=True)
-        mask_tensor = as_tensor(mask)
+        flat_shape = (len(self.layers), flat.numel(), self.width)
+        features = self._buffer(torch.float32, size).view(len(self.layers), len(pairs), width, self.width)
+        flat_features = features.view(flat_shape)  # (L, B*T, E) float32
+        mask_tensor = torch.from_numpy(mask).to(self.device, non_blocking=True)
         if window.prepared:  # float32, standardized, padding row zero: the gather is the batch
-            _gather(window.rows, flat, features.view(len(self.layers), flat.numel(), self.width))
-            return Batch(features=features, mask=mask_tensor, second_start=as_tensor(self.second_start[pairs]),
-                         labels=as_tensor(self.labels[pairs]), pairs=pairs)
-        if self._scratch[0].numel() < size:
-            self._scratch = (torch.empty(size, dtype=window.rows.dtype, device=self.device), self._scratch[1])
-        gathered = self._scratch[0][:size].view(len(self.layers), flat.numel(), self.width)
-        _gather(window.rows, flat, gathered)  # (L, B*T, E) float16, where the window is
-        flat_features = features.view(gathered.shape)  # (L, B*T, E) float32
-        flat_features.copy_(gathered)  # one cast
-        if self._standard is not None:
-            mean, std = (value[:, 0] for value in self._standard)  # (L, 1, E)
-            flat_features.sub_(mean).div_(std)  # in place (an out= sub from float16 measured 8x slower here)
-            padding = np.flatnonzero(~mask.reshape(-1))  # few: pairs of similar length are batched together
-            if padding.size:
-                flat_features.index_fill_(1, torch.from_numpy(padding).to(self.device), 0.0)  # padding stays zero
+            _gather(window.rows, flat, flat_features)
+        else:
+            gathered = self._buffer(window.rows.dtype, size).view(flat_shape)
+            _gather(window.rows, flat, gathered)  # (L, B*T, E) float16, where the window is
+            flat_features.copy_(gathered)  # one cast
+            if self._standard is not None:
+                mean, std = self._standard  # (L, 1, E)
+                flat_features.sub_(mean).div_(std)  # in place (an out= sub from float16 measured 8x slower here)
+                padding = np.flatnonzero(~mask.reshape(-1))  # few: pairs of similar length are batched together
+                if padding.size:
+                    flat_features.index_fill_(1, torch.from_numpy(padding).to(self.device), 0.0)  # padding: zero
+        as_tensor = lambda array: torch.from_numpy(array).to(self.device, non_blocking=True)
         return Batch(features=features, mask=mask_tensor, second_start=as_tensor(self.second_start[pairs]),
                      labels=as_tensor(self.labels[pairs]), pairs=pairs)
+
+    def _buffer(self, dtype: torch.dtype, size: int) -> torch.Tensor:
+        """A reused flat buffer of ``dtype`` with at least ``size`` elements (grown, then reused: fresh pages are slow)."""
+        if dtype not in self._scratch or self._scratch[dtype].numel() < size:
+            self._scratch[dtype] = torch.empty(size, dtype=dtype, device=self.device)
+        return self._scratch[dtype][:size]
 
     def _first_rows(self, window: _Window, group: Sequence[tuple]) -> tuple:
         """The pairs of ``group`` and the first buffer row of each."""
