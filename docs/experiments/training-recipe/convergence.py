@@ -10,7 +10,11 @@
 resolved settings (same seed, threads, data order) for three times as many
 epochs as the default run trained, without early stopping (patience equal to
 the cap), into ``<folder>/reference/results``; it skips runs already there, so
-it resumes where it was stopped. With a constant learning rate the default
+it resumes where it was stopped. The references of ``scalar_mix`` hold
+``train-en`` in memory (``memory_mb`` raised to ``REFERENCE_MEMORY_MB``)
+instead of reading its 13 layers from disk every epoch: the loader gives the
+same batches for any memory setting (``tests/test_loader.py``), and the
+table's ``prefix`` column checks that here too. With a constant learning rate the default
 run is the prefix of its reference run; the table checks that (largest
 difference of the dev-en losses over the shared epochs) instead of assuming
 it.
@@ -30,6 +34,7 @@ from mixed import GAP_BELOW_PRIOR, stuck_and_clear  # beside this script: the is
 
 TOLERANCE = 0.01  # the acceptance margin on the dev-en loss
 FACTOR = 3
+REFERENCE_MEMORY_MB = {"scalar_mix": 8192}  # about half the epoch time of streaming; same numbers
 
 
 def _read(result: Path) -> tuple:
@@ -67,7 +72,8 @@ def references(folder: Path, runs: tuple = (), workers: int = 2) -> None:
             continue
         settings, metrics, _ = _read(result)
         epochs = FACTOR * metrics["stopped"]["epochs"]
-        jobs.append((dict(settings, max_epochs=epochs, patience=epochs, min_epochs=0), out))
+        memory = max(settings["memory_mb"], REFERENCE_MEMORY_MB.get(settings["head"], 0))
+        jobs.append((dict(settings, max_epochs=epochs, patience=epochs, min_epochs=0, memory_mb=memory), out))
     jobs.sort(key=lambda job: job[0]["max_epochs"] * (13 if job[0]["head"] == "scalar_mix" else 1))  # cheap first
     print(f"{len(jobs)} reference runs to train", file=sys.stderr)
     with multiprocessing.get_context("spawn").Pool(workers, maxtasksperchild=1) as pool:
