@@ -87,7 +87,7 @@ def test_csv_holds_every_configuration_language_condition_and_metric_with_seed_r
     assert all(float(r["low"]) <= float(r["value"]) <= float(r["high"]) for r in means if r["low"] != "")
     assert {r["noise_floor"] != "" for r in means if r["metric"] in ("ece", "adaptive_ece")} == {True}
     comparisons = read_comparisons(out)
-    assert {r["reference"] for r in comparisons} == {"last_layer", "best_single", "uncalibrated"}
+    assert {r["reference"] for r in comparisons} == {"last_layer", "best_single", "uncalibrated", "temperature"}
     tested = [r for r in comparisons if r["p_holm"] != ""]
     assert tested and all(float(r["p_holm"]) >= float(r["p_value"]) - 1e-12 for r in tested)
     assert not any(r["head"] == "constant" for r in comparisons)
@@ -103,6 +103,12 @@ def test_csv_holds_every_configuration_language_condition_and_metric_with_seed_r
     # what zero-shot temperature scaling does, the same runs before and after
     assert any(r["reference"] == "uncalibrated" and r["condition"] == "zero_shot_ts" and r["metric"] == "ece"
                for r in comparisons)
+    # what the bias adds to the temperature fitted on the same set: the pre-specified configurations only
+    bias_rows = [r for r in comparisons if r["reference"] == "temperature"]
+    assert {r["condition"] for r in bias_rows} == {"zero_shot_bias", "oracle_bias"}
+    assert {r["same_seeds"] for r in bias_rows} == {"True"}
+    assert {(r["head"], r["layers"]) for r in bias_rows} == {(key[0], "_".join(map(str, key[1])))
+                                                             for key in tables["primary"]}
 
 
 def test_values_and_intervals_equal_an_independent_recomputation(sweep):
@@ -129,6 +135,19 @@ def test_values_and_intervals_equal_an_independent_recomputation(sweep):
             row = pick(rows, head, layers, lang, condition, metric)
             for field in ("value", "low", "high"):
                 assert float(row[field]) == pytest.approx(expected[field], rel=1e-5, abs=1e-6), (head, metric, field)
+    single = ("single", "2")  # the last layer: a pre-specified configuration, with its bias against its temperature
+    for condition, temperature_only in (("zero_shot_bias", "zero_shot_ts"), ("oracle_bias", "oracle_ts")):
+        (row,) = [r for r in read_comparisons(out) if (r["head"], r["layers"], r["lang"], r["condition"], r["metric"],
+                                                      r["reference"]) == (*single, "ja", condition, "ece", "temperature")]
+        differences = [cal.ece(*member_probabilities(results, *single, seed, "test-ja", condition, "ja"))
+                       - cal.ece(*member_probabilities(results, *single, seed, "test-ja", temperature_only, "ja"))
+                       for seed in (0, 1)]
+        assert float(row["delta"]) == pytest.approx(np.mean(differences), abs=1e-6)
+    for (key, lang), rate in tables["positive_rate"].items():  # uncalibrated, the tie rule, mean over seeds
+        if key == ("single", (2,)):
+            expected = np.mean([np.mean(member_probabilities(results, "single", "2", seed, f"test-{lang}",
+                                                             "uncalibrated", lang)[0][:, 1] > 0.5) for seed in (0, 1)])
+            assert rate == pytest.approx(expected)
     row = [r for r in read_comparisons(out) if (r["head"], r["layers"], r["lang"], r["condition"], r["metric"],
                                                 r["reference"]) == ("dlfa", "0_2", "de", "uncalibrated", "ece", "last_layer")]
     assert float(row[0]["delta"]) == pytest.approx(float(pick(rows, "dlfa", "0_2", "de", "uncalibrated", "ece")["value"])

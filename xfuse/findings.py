@@ -17,8 +17,19 @@ Usage::
 """
 
 import numpy as np
+from scipy.stats import spearmanr
 
-from .report import CONSTANT, comparison, is_learned, lookup
+from .report import CONSTANT, FUSION_HEADS, comparison, is_learned, lookup, lower_layer
+
+# Published reference points, cited beside the findings (not computed here).
+PUBLISHED = (
+    "XTREME (Hu et al. 2020): mBERT fine-tuned on the English PAWS-X training set (49,401 pairs) and applied "
+    "zero-shot reaches an average accuracy of 81.9 over these seven languages",
+    "Chen et al. (2022) report +2.4 points from fusing a lower layer with the last (DLFA and AIF) when the "
+    "encoder, mBERT, is fine-tuned with the fusion",
+    "MTEB scores multilingual-e5-small used as a plain similarity model, with no training, on PAWS-X at an "
+    "accuracy of 0.57 to 0.59 by language",
+)
 
 def label(key: tuple) -> str:
     head, layers = key
@@ -52,7 +63,25 @@ def _changes(tables, reference, key, metric, condition) -> str:
     return text + "; " + "; ".join(parts)
 
 
+def _outside(tables: dict) -> list:
+    return [lang for lang in tables["languages"] if lang != "en"]
+
+
+def _mean_outside(tables: dict, key: tuple, condition: str, metric: str) -> float:
+    """The seed mean of ``metric``, averaged over the test languages other than English."""
+    return float(np.mean([lookup(tables, key, lang, condition, metric)["value"] for lang in _outside(tables)]))
+
+
 def findings(tables: dict) -> list:
+    """Every finding, in order: learning, accuracy, fusion against the references, calibration across the grid,
+    direction and ordering of the calibration error, calibrating (zero-shot, oracle, few-shot, bias), late
+    against early fusion, and the published reference points."""
+    lines = _main_findings(tables)
+    lines += overconfidence_ordering(tables) + few_shot_findings(tables) + bias_findings(tables)
+    return lines + late_against_early(tables) + context(tables)
+
+
+def _main_findings(tables: dict) -> list:
     languages, metrics = tables["languages"], tables["config"]["metrics"]
     last, best_single = tables["baseline"], tables["best_single"]
     lines = []
@@ -150,6 +179,11 @@ def findings(tables: dict) -> list:
                          + f"); the per-language oracle temperature gives {np.mean(oracle):.4f}, against a noise "
                          f"floor of {np.mean(floor):.4f} (the ECE a perfectly calibrated model of the same confidences "
                          "would show).")
+    return lines
+
+
+def late_against_early(tables: dict) -> list:
+    languages, metrics, lines = tables["languages"], tables["config"]["metrics"], []
     late, early = tables["best_lower"].get("late"), [key for head, key in tables["best_lower"].items() if head != "late"]
     if late and early and {"accuracy", "ece"} <= set(metrics):
         early_best = min(early, key=lambda key: tables["dev_en_loss"][key])
@@ -165,3 +199,141 @@ def findings(tables: dict) -> list:
                      + ". Late fusion averages two heads, so part of any difference may come from ensembling "
                      "itself; there is no seed-ensemble control yet.")
     return lines
+
+
+def overconfidence_ordering(tables: dict) -> list:
+    """Which fusion modules and lower layers are more overconfident outside English, and whether that follows accuracy.
+
+    Over the learned fusion configurations (a module with one lower layer and
+    the last), uncalibrated: the mean confidence minus accuracy and the
+    accuracy, each a seed mean averaged over the non-English languages; per
+    module (mean over its learned lower layers), per lower layer (mean over
+    the modules learned on it), and Spearman's rank correlation of the two
+    across configurations. Descriptive: the configurations share their test
+    examples, so no test is made on the correlation.
+    """
+    metrics, last = tables["config"]["metrics"], tables["last"]
+    keys = [key for key in tables["configurations"] if key[0] in FUSION_HEADS and lower_layer(key, last) is not None
+            and is_learned(tables, key)]
+    if len(keys) < 3 or not {"accuracy", "signed_calibration_error"} <= set(metrics) or not _outside(tables):
+        return []
+    signed = {key: _mean_outside(tables, key, "uncalibrated", "signed_calibration_error") for key in keys}
+    accuracy = {key: _mean_outside(tables, key, "uncalibrated", "accuracy") for key in keys}
+
+    def grouped(group_of) -> dict:
+        groups = {}
+        for key in keys:
+            groups.setdefault(group_of(key), []).append(key)
+        return {group: (np.mean([signed[k] for k in members]), np.mean([accuracy[k] for k in members]), len(members))
+                for group, members in groups.items()}
+
+    modules = sorted(grouped(lambda key: key[0]).items(), key=lambda item: -item[1][0])
+    layers = sorted(grouped(lambda key: key[1][0]).items(), key=lambda item: -item[1][0])
+    rho = spearmanr([signed[k] for k in keys], [accuracy[k] for k in keys]).statistic
+    module_text = ", ".join(f"{head} {error:+.3f} (accuracy {acc:.3f}, {n} lower layers)"
+                            for head, (error, acc, n) in modules)
+    layer_text = ", ".join(f"{layer} {error:+.3f} ({acc:.3f})" for layer, (error, acc, _) in layers)
+    return [f"- Ordering outside English, uncalibrated, over the {len(keys)} learned fusion configurations (mean "
+            f"confidence minus accuracy and accuracy, seed means averaged over {len(_outside(tables))} languages; "
+            f"positive: overconfident). By module, most overconfident first: {module_text}. By lower layer, mean "
+            f"over the modules learned on it, most overconfident first (accuracy in brackets): {layer_text}. Across "
+            f"the configurations, Spearman's rank correlation of overconfidence with accuracy is {rho:+.2f} "
+            + ("(negative: the more accurate, the less overconfident)" if rho < 0 else
+               "(positive: the more accurate, the more overconfident)" if rho > 0 else "")
+            + "; descriptive, as the configurations share their test examples."]
+
+
+def few_shot_findings(tables: dict) -> list:
+    """How far zero-shot temperature scaling is from the per-language oracle outside English, and how many labels close it.
+
+    Per configuration of the few-shot table: the mean over non-English
+    languages of the ECE after zero-shot TS, after the oracle TS, and after
+    TS fitted on k labelled target-language examples, for each k available
+    in every language; the first k that closes half of the gap, and the first
+    within the oracle's noise floor.
+    """
+    outside = _outside(tables)
+    lines = []
+    for key, table in tables["few_shot"].items():
+        if not is_learned(tables, key) or not outside:
+            continue
+        zero = _mean_outside(tables, key, "zero_shot_ts", "ece")
+        oracle = _mean_outside(tables, key, "oracle_ts", "ece")
+        floor = float(np.mean([lookup(tables, key, lang, "oracle_ts", "ece")["noise_floor"] for lang in outside]))
+        ks = sorted(set.intersection(*(set(table[lang]) for lang in outside)))
+        if not ks:
+            continue
+        few = {k: float(np.mean([table[lang][k]["mean"] for lang in outside])) for k in ks}
+        sentence = (f"- Few-shot temperature scaling, {label(key)}, mean ECE over the {len(outside)} non-English "
+                    f"languages: zero-shot (English dev) {zero:.4f}, oracle (all of each language's dev set) "
+                    f"{oracle:.4f}, the oracle's noise floor {floor:.4f}; with k labelled examples of the language: "
+                    + ", ".join(f"k = {k} {value:.4f}" for k, value in few.items()) + ". ")
+        if zero - oracle <= floor:
+            sentence += ("Zero-shot temperature scaling is within the noise floor of the oracle on average: there is "
+                         "no gap that target-language labels could be shown to close.")
+        else:
+            half = next((k for k in ks if few[k] <= oracle + (zero - oracle) / 2), None)
+            near = next((k for k in ks if few[k] <= oracle + floor), None)
+            sentence += (f"Half of the gap is closed at k = {half}" if half else "No k tried closes half of the gap") \
+                + (f", and the ECE comes within the noise floor of the oracle's at k = {near}." if near else
+                   "; none comes within the noise floor of the oracle's.")
+        lines.append(sentence)
+    return lines
+
+
+def bias_findings(tables: dict) -> list:
+    """Whether a bias term helps beyond the temperature, beside each language's shift of the predicted-positive rate.
+
+    For the last layer and the best single layer (when learned): per
+    non-English language, the predicted-positive rate minus English's
+    (uncalibrated), and the ECE change of temperature plus bias against the
+    temperature alone, zero-shot and oracle, with the seed-level paired test
+    (the same runs; reference ``temperature`` in the comparisons).
+    """
+    if not {"zero_shot_bias", "oracle_bias"} <= set(tables["conditions"]) or "ece" not in tables["config"]["metrics"]:
+        return []
+    outside, lines = _outside(tables), []
+    for key in dict.fromkeys([tables["best_single"], tables["baseline"]]):
+        if not is_learned(tables, key) or not outside or "en" not in tables["languages"]:
+            continue
+        shift = {lang: tables["positive_rate"][(key, lang)] - tables["positive_rate"][(key, "en")] for lang in outside}
+        parts = []
+        for condition, words in (("zero_shot_bias", "fitted on English dev"), ("oracle_bias", "fitted per language")):
+            rows = {lang: comparison(tables, "temperature", key, lang, condition, "ece") for lang in outside}
+            lower = [lang for lang, row in rows.items() if row["significant"] and row["delta"] < 0]
+            higher = [lang for lang, row in rows.items() if row["significant"] and row["delta"] > 0]
+            parts.append(f"{words}, the bias changes ECE by {np.mean([r['delta'] for r in rows.values()]):+.4f} on "
+                         f"average against the temperature alone (significantly lower in {len(lower)}"
+                         + (f": {', '.join(lower)}" if lower else "") + f", higher in {len(higher)}"
+                         + (f": {', '.join(higher)}" if higher else "") + ")")
+        ordered = sorted(outside, key=lambda lang: -abs(shift[lang]))
+        oracle_change = {lang: comparison(tables, "temperature", key, lang, "oracle_bias", "ece")["delta"]
+                         for lang in outside}
+        lines.append(f"- Temperature plus bias, {label(key)}: " + "; ".join(parts) + ". Predicted-positive rate minus "
+                     "English's, largest shift first, with the oracle bias's ECE change: "
+                     + ", ".join(f"{lang} {shift[lang]:+.3f} ({oracle_change[lang]:+.4f})" for lang in ordered) + ".")
+    return lines
+
+
+def context(tables: dict) -> list:
+    """The published reference points beside this setting's own numbers (mean accuracy over every test language)."""
+    if "accuracy" not in tables["config"]["metrics"]:
+        return []
+    languages, best_single = tables["languages"], tables["best_single"]
+
+    def mean_accuracy(key):
+        return 100 * float(np.mean([lookup(tables, key, lang, "uncalibrated", "accuracy")["value"] for lang in languages]))
+
+    fusions = [key for head, key in tables["best_lower"].items() if head != "late"]
+    best_fusion = min(fusions, key=lambda key: tables["dev_en_loss"][key]) if fusions else None
+    train = next((f["num_pairs"] for f in tables["provenance"]["files"] if f["split"] == "train"), None)
+    own = (f"Here the encoder (`{tables['plan']['extract']['encoder']}`) is frozen and only a head is trained"
+           + (f", on {train:,} English pairs" if train else "")
+           + f": the best single layer on English dev reaches {mean_accuracy(best_single):.1f} points of mean "
+           f"accuracy over the {len(languages)} languages")
+    if best_fusion:
+        own += (f", the best fusion on English dev ({label(best_fusion)}) {mean_accuracy(best_fusion):.1f}, a change "
+                f"of {mean_accuracy(best_fusion) - mean_accuracy(best_single):+.1f} points")
+    return ["- Published reference points (cited, not computed here): " + "; ".join(PUBLISHED) + ". " + own
+            + ". Fine-tuning changes every weight of the encoder, so those numbers bound what a frozen encoder with a "
+            "trained head can be expected to reach, rather than being its baseline."]

@@ -9,6 +9,9 @@ and, for the binned ECEs, the **noise floor**: the expected ECE of a
 perfectly calibrated model with the same confidences and number of examples
 (:func:`xfuse.statistics.ece_noise_floor`, simulated, mean over seeds).
 
+Each configuration's predicted-positive rate per test language (uncalibrated, mean over seeds) is kept
+for the findings on the bias term (``positive_rate``).
+
 Configurations: every trained one of the sweep; **late fusion** (mean of the
 class probabilities of ``single`` heads: the last layer with each lower one,
 and the best ``k`` layers by dev-en loss with ``k`` chosen by the fused
@@ -22,7 +25,8 @@ dev-en loss; :mod:`xfuse.results`); and three **reference rows**:
 Comparisons (``comparisons.csv``): every configuration against both
 references (last layer, best single layer), paired on the test examples with
 seeds as replicates (:func:`xfuse.statistics.paired_seed_test`), and each
-pre-specified configuration calibrated against itself uncalibrated. Holm's
+pre-specified configuration calibrated against itself uncalibrated, and its temperature plus bias against its
+temperature alone fitted on the same set (reference ``temperature``). Holm's
 adjustment runs within each (reference, metric, condition), separately over
 the pre-specified comparisons (each strategy at its lower layer chosen on
 dev-en, scalar_mix, the late top-k) and over the rest of the grid; a
@@ -47,7 +51,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .calibration import METRICS, metric_value, resample_counts, resampled_metrics, top_label
+from .calibration import METRICS, metric_value, predicted_class, resample_counts, resampled_metrics, top_label
 from .errors import XfuseError
 from .fewshot import DEFAULT_KS, few_shot_ts
 from .results import constant_member, fused_dev_en_loss, late_fusion, load_sweep, recorded_recipe, train_base_rate
@@ -63,6 +67,7 @@ NON_NEGATIVE = ("ece", "adaptive_ece", "smooth_ece", "mce", "classwise_ece", "br
                 "brier_refinement", "nll", "aurc")  # intervals truncated at 0 (xfuse.statistics.seed_interval)
 CALIBRATION_METRICS = ("ece", "adaptive_ece", "smooth_ece", "signed_calibration_error", "brier_reliability", "nll")
 FUSION_HEADS = ("dlfa", "aif", "concat", "mean")
+BIAS_AGAINST_TEMPERATURE = (("zero_shot_bias", "zero_shot_ts"), ("oracle_bias", "oracle_ts"))
 CONSTANT = ("constant", ())
 
 
@@ -193,6 +198,11 @@ def _member_rows(job: dict) -> tuple:
             if condition != "uncalibrated":
                 for name in [m for m in CALIBRATION_METRICS if m in metrics]:
                     compare(key, key, "uncalibrated", condition, "uncalibrated", name, True)
+    for key in job["primary"]:  # what the bias adds to the temperature: the same runs, fitted on the same set
+        for condition, temperature_only in BIAS_AGAINST_TEMPERATURE:
+            if condition in job["conditions"] and temperature_only in job["conditions"]:
+                for name in [m for m in CALIBRATION_METRICS if m in metrics]:
+                    compare(key, key, "temperature", condition, temperature_only, name, True)
     return rows, comparisons
 
 
@@ -279,6 +289,9 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
                                                                                  1.0, 0.0),
                                                   m.parts[f"test-{lang}"]["labels"]) for m in every[key]))
             reliability[(key, lang)] = (np.concatenate(confidence), np.concatenate(correct))
+    positive_rate = {(key, lang): float(np.mean([predicted_class(logit_difference_probabilities(
+        m.parts[f"test-{lang}"]["logits"], 1.0, 0.0)[:, 1]).mean() for m in every[key]]))
+        for key in ordered for lang in languages}  # uncalibrated, mean over seeds
     not_learned = {key: [m.seed for m in every[key] if not m.learned["learned"]] for key in ordered
                    if key != CONSTANT and not all(m.learned["learned"] for m in every[key])}
     from .provenance import provenance
@@ -291,7 +304,7 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
             "last": last, "baseline": last_key, "best_single": best_single, "references": references,
             "constant": CONSTANT, "base_rate": base_rate, "configurations": ordered, "kinds": kinds,
             "late_top": late_top, "best_lower": best_lower, "primary": primary, "recipe": recipe, "reliability": reliability, "bins": bins,
-            "not_learned": not_learned, "dev_en_loss": {key: dev_en_loss[key] for key in ordered},
+            "not_learned": not_learned, "positive_rate": positive_rate, "dev_en_loss": {key: dev_en_loss[key] for key in ordered},
             "temperatures": {key: float(np.mean([m.zero_shot_temperature for m in every[key]])) for key in ordered}}
 
 

@@ -1,0 +1,109 @@
+"""The plain-language findings on hand-built report tables: which configurations count, and hand-computed numbers."""
+
+import pytest
+
+from xfuse.findings import bias_findings, context, few_shot_findings, overconfidence_ordering
+from xfuse.report import layers_text
+
+LANGUAGES = ["en", "de", "ja"]
+LAST = 12
+SINGLE, BEST = ("single", (12,)), ("single", (7,))
+
+
+def make_tables(values: dict, not_learned=(), few_shot=None, comparisons=None, positive_rate=None, **extra) -> dict:
+    """Report tables holding ``values[(key, lang, condition, metric)]`` as seed-mean rows (noise floor 0.01)."""
+    configurations = list(dict.fromkeys(key for key, *_ in values))
+    index = {(key[0], layers_text(key), lang, condition, metric): {"value": value, "noise_floor": 0.01, "seeds": 5}
+             for (key, lang, condition, metric), value in values.items()}
+    comparison_index = {(reference, key[0], layers_text(key), lang, condition, metric): row
+                        for (reference, key, lang, condition, metric), row in (comparisons or {}).items()}
+    tables = {"configurations": configurations, "last": LAST, "languages": LANGUAGES, "index": index,
+              "config": {"metrics": ("accuracy", "ece", "signed_calibration_error")},
+              "not_learned": {key: [0] for key in not_learned}, "few_shot": few_shot or {},
+              "comparison_index": comparison_index, "positive_rate": positive_rate or {}, "best_single": BEST,
+              "baseline": SINGLE, "conditions": ("uncalibrated", "zero_shot_ts", "oracle_ts", "zero_shot_bias",
+                                                 "oracle_bias"),
+              "best_lower": {}, "dev_en_loss": {}, "provenance": {"files": []}, "plan": {"extract": {"encoder": "e"}}}
+    tables.update(extra)
+    return tables
+
+
+def test_ordering_outside_english_by_module_and_layer_and_its_rank_correlation_with_accuracy():
+    values = {}
+    # (head, lower layer): overconfidence outside English; accuracy is 0.6 minus it, so the rank correlation is -1
+    errors = {("aif", 0): 0.10, ("aif", 7): 0.06, ("dlfa", 0): 0.08, ("dlfa", 7): 0.02, ("mean", 0): 0.04,
+              ("mean", 7): 0.00}
+    for (head, lower), error in errors.items():
+        for lang in LANGUAGES:
+            english = lang == "en"  # English is left out: values there must not move anything
+            values[((head, (lower, LAST)), lang, "uncalibrated", "signed_calibration_error")] = 9.0 if english else error
+            values[((head, (lower, LAST)), lang, "uncalibrated", "accuracy")] = 0.0 if english else 0.6 - error
+    stuck = ("concat", (3, LAST))  # not learned: left out even though it would top the ordering
+    for lang in LANGUAGES:
+        values[(stuck, lang, "uncalibrated", "signed_calibration_error")] = 0.5
+        values[(stuck, lang, "uncalibrated", "accuracy")] = 0.55
+    (line,) = overconfidence_ordering(make_tables(values, not_learned=[stuck]))
+    assert "over the 6 learned fusion configurations" in line and "averaged over 2 languages" in line
+    assert ("By module, most overconfident first: aif +0.080 (accuracy 0.520, 2 lower layers), dlfa +0.050 "
+            "(accuracy 0.550, 2 lower layers), mean +0.020 (accuracy 0.580, 2 lower layers).") in line
+    assert "most overconfident first (accuracy in brackets): 0 +0.073 (0.527), 7 +0.027 (0.573)." in line
+    assert "Spearman's rank correlation of overconfidence with accuracy is -1.00 (negative" in line
+    assert "concat" not in line
+    assert overconfidence_ordering(make_tables({k: v for k, v in values.items() if k[0][0] == "aif"})) == []  # < 3
+
+
+def few_shot_tables(zero: float, oracle: float, few: dict) -> dict:
+    values = {}
+    for lang in LANGUAGES:
+        values[(BEST, lang, "zero_shot_ts", "ece")] = zero if lang != "en" else 1.0
+        values[(BEST, lang, "oracle_ts", "ece")] = oracle if lang != "en" else 1.0
+    table = {lang: {k: {"mean": value, "std": 0.0} for k, value in few.items()} for lang in LANGUAGES}
+    table["ja"][500] = {"mean": oracle, "std": 0.0}  # a k missing in another language is not summarised
+    return make_tables(values, few_shot={BEST: table})
+
+
+def test_few_shot_names_the_k_that_closes_half_the_gap_and_the_k_within_the_oracles_noise_floor():
+    # gap 0.10 - 0.04: half closed at <= 0.07 (k = 50), within the floor 0.01 at <= 0.05 (k = 100)
+    (line,) = few_shot_findings(few_shot_tables(0.10, 0.04, {10: 0.09, 50: 0.06, 100: 0.045}))
+    assert ("zero-shot (English dev) 0.1000, oracle (all of each language's dev set) 0.0400, the oracle's noise floor "
+            "0.0100; with k labelled examples of the language: k = 10 0.0900, k = 50 0.0600, k = 100 0.0450.") in line
+    assert "Half of the gap is closed at k = 50, and the ECE comes within the noise floor of the oracle's at k = 100." \
+        in line and "k = 500" not in line
+    (line,) = few_shot_findings(few_shot_tables(0.10, 0.04, {10: 0.095}))
+    assert "No k tried closes half of the gap; none comes within the noise floor of the oracle's." in line
+    (line,) = few_shot_findings(few_shot_tables(0.045, 0.04, {10: 0.05}))  # gap 0.005, below the floor 0.01
+    assert "within the noise floor of the oracle on average: there is no gap" in line
+
+
+def test_bias_is_set_beside_each_languages_shift_of_the_predicted_positive_rate():
+    values = {(BEST, lang, "uncalibrated", "accuracy"): 0.6 for lang in LANGUAGES}
+    rates = {(BEST, "en"): 0.40, (BEST, "de"): 0.45, (BEST, "ja"): 0.10}
+    comparisons = {}
+    for condition, deltas, significant in (("zero_shot_bias", {"de": 0.002, "ja": -0.004}, {"ja"}),
+                                           ("oracle_bias", {"de": -0.001, "ja": -0.030}, {"ja", "de"})):
+        for lang, delta in deltas.items():
+            comparisons[("temperature", BEST, lang, condition, "ece")] = {"delta": delta,
+                                                                          "significant": lang in significant}
+    tables = make_tables(values, comparisons=comparisons, positive_rate=rates)
+    tables["not_learned"] = {SINGLE: [0]}  # the last layer did not learn: only the best single layer is described
+    (line,) = bias_findings(tables)
+    assert line.startswith("- Temperature plus bias, single [7]: fitted on English dev, the bias changes ECE by "
+                           "-0.0010 on average against the temperature alone (significantly lower in 1: ja, higher in "
+                           "0); fitted per language, the bias changes ECE by -0.0155 on average")
+    assert "(significantly lower in 2: de, ja, higher in 0)" in line
+    assert line.endswith("largest shift first, with the oracle bias's ECE change: ja -0.300 (-0.0300), "
+                         "de +0.050 (-0.0010).")
+    assert bias_findings(dict(tables, conditions=("uncalibrated", "zero_shot_ts", "oracle_ts"))) == []
+
+
+def test_context_cites_the_published_points_beside_this_settings_mean_accuracy_in_points():
+    values = {}
+    for key, accuracies in ((BEST, (0.60, 0.58, 0.56)), (("aif", (3, LAST)), (0.62, 0.59, 0.59))):
+        for lang, accuracy in zip(LANGUAGES, accuracies):
+            values[(key, lang, "uncalibrated", "accuracy")] = accuracy
+    tables = make_tables(values, best_lower={"aif": ("aif", (3, LAST))}, dev_en_loss={("aif", (3, LAST)): 0.6},
+                         provenance={"files": [{"split": "train", "num_pairs": 8561}]})
+    (line,) = context(tables)
+    assert "81.9" in line and "+2.4 points" in line and "0.57 to 0.59" in line
+    assert ("on 8,561 English pairs: the best single layer on English dev reaches 58.0 points of mean accuracy over "
+            "the 3 languages, the best fusion on English dev (aif [3, 12]) 60.0, a change of +2.0 points.") in line
