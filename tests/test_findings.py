@@ -2,7 +2,7 @@
 
 import pytest
 
-from xfuse.findings import bias_findings, context, few_shot_findings, overconfidence_ordering
+from xfuse.findings import bias_findings, context, few_shot_findings, late_against_early, overconfidence_ordering
 from xfuse.report import layers_text
 
 LANGUAGES = ["en", "de", "ja"]
@@ -107,3 +107,29 @@ def test_context_cites_the_published_points_beside_this_settings_mean_accuracy_i
     assert "81.9" in line and "+2.4 points" in line and "0.57 to 0.59" in line
     assert ("on 8,561 English pairs: the best single layer on English dev reaches 58.0 points of mean accuracy over "
             "the 3 languages, the best fusion on English dev (aif [3, 12]) 60.0, a change of +2.0 points.") in line
+
+
+def test_late_against_early_says_where_the_two_are_not_at_the_same_accuracy():
+    late, early = ("late", (5, LAST)), ("aif", (3, LAST))
+    values, comparisons = {}, {}
+    for lang in LANGUAGES:
+        for metric in ("accuracy", "ece"):
+            values[(late, lang, "uncalibrated", metric)] = values[(early, lang, "uncalibrated", metric)] = 0.5
+    for condition in ("uncalibrated", "zero_shot_ts"):
+        for metric, deltas in (("accuracy", {"en": 0.01, "de": 0.03, "ja": -0.02}),
+                               ("ece", {"en": -0.02, "de": -0.01, "ja": 0.00})):
+            for lang in LANGUAGES:
+                significant = (metric, lang) in (("accuracy", "de"), ("ece", "en"))
+                comparisons[("early_fusion", late, lang, condition, metric)] = {
+                    "delta": deltas[lang], "significant": significant, "example_only": False, "beyond_floor": True,
+                    "low": deltas[lang] - 0.01, "high": deltas[lang] + 0.01, "lang": lang}
+    tables = make_tables(values, comparisons=comparisons, late_against_early=(late, early))
+    (line,) = late_against_early(tables)
+    assert "(late [5, 12] against aif [3, 12], the fusion head with the lowest dev-en loss): accuracy changes from " \
+           "-0.020 to +0.030; significantly higher in 1 of 3 (de)." in line
+    assert "ECE changes from -0.020 to +0.000; significantly lower in 1 of 3 (en); of those, larger than the noise " \
+           "floor in 1 uncalibrated" in line
+    assert "; in de the two are not at the same accuracy." in line
+    tables["not_learned"] = {early: [1]}
+    assert "Calibration not compared: a side did not learn on every seed." in late_against_early(tables)[0]
+    assert late_against_early(dict(tables, late_against_early=None)) == []

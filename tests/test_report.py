@@ -87,7 +87,8 @@ def test_csv_holds_every_configuration_language_condition_and_metric_with_seed_r
     assert all(float(r["low"]) <= float(r["value"]) <= float(r["high"]) for r in means if r["low"] != "")
     assert {r["noise_floor"] != "" for r in means if r["metric"] in ("ece", "adaptive_ece")} == {True}
     comparisons = read_comparisons(out)
-    assert {r["reference"] for r in comparisons} == {"last_layer", "best_single", "uncalibrated", "temperature"}
+    assert {r["reference"] for r in comparisons} == {"last_layer", "best_single", "uncalibrated", "temperature",
+                                                    "early_fusion"}
     tested = [r for r in comparisons if r["p_holm"] != ""]
     assert tested and all(float(r["p_holm"]) >= float(r["p_value"]) - 1e-12 for r in tested)
     assert not any(r["head"] == "constant" for r in comparisons)
@@ -103,6 +104,18 @@ def test_csv_holds_every_configuration_language_condition_and_metric_with_seed_r
     # what zero-shot temperature scaling does, the same runs before and after
     assert any(r["reference"] == "uncalibrated" and r["condition"] == "zero_shot_ts" and r["metric"] == "ece"
                for r in comparisons)
+    # late fusion at its best lower layer against the early fusion chosen on dev-en: other runs, other seeds' data
+    late, early = tables["late_against_early"]
+    assert late == tables["best_lower"]["late"] and early == min(
+        [key for head, key in tables["best_lower"].items() if head != "late"], key=lambda k: tables["dev_en_loss"][k])
+    early_rows = [r for r in comparisons if r["reference"] == "early_fusion"]
+    assert {(r["head"], r["layers"], r["reference_layers"], r["same_seeds"]) for r in early_rows} == \
+        {("late", "_".join(map(str, late[1])), "_".join(map(str, early[1])), "False")}
+    for r in early_rows:
+        assert float(r["delta"]) == pytest.approx(
+            float(pick(read_rows(out), "late", r["layers"], r["lang"], r["condition"], r["metric"])["value"])
+            - float(pick(read_rows(out), early[0], r["reference_layers"], r["lang"], r["condition"], r["metric"])["value"]),
+            abs=1e-5)  # the CSV's six significant digits
     # what the bias adds to the temperature fitted on the same set: the pre-specified configurations only
     bias_rows = [r for r in comparisons if r["reference"] == "temperature"]
     assert {r["condition"] for r in bias_rows} == {"zero_shot_bias", "oracle_bias"}

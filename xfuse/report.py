@@ -26,7 +26,8 @@ Comparisons (``comparisons.csv``): every configuration against both
 references (last layer, best single layer), paired on the test examples with
 seeds as replicates (:func:`xfuse.statistics.paired_seed_test`), and each
 pre-specified configuration calibrated against itself uncalibrated, and its temperature plus bias against its
-temperature alone fitted on the same set (reference ``temperature``). Holm's
+temperature alone fitted on the same set (reference ``temperature``), and late fusion at its best lower layer
+against the early fusion chosen on dev-en among the fusion heads at theirs (reference ``early_fusion``). Holm's
 adjustment runs within each (reference, metric, condition), separately over
 the pre-specified comparisons (each strategy at its lower layer chosen on
 dev-en, scalar_mix, the late top-k) and over the rest of the grid; a
@@ -198,6 +199,11 @@ def _member_rows(job: dict) -> tuple:
             if condition != "uncalibrated":
                 for name in [m for m in CALIBRATION_METRICS if m in metrics]:
                     compare(key, key, "uncalibrated", condition, "uncalibrated", name, True)
+    if job["late_against_early"]:  # late fusion against early, each at its best lower layer on dev-en: other runs
+        late, early = job["late_against_early"]
+        for condition in job["conditions"]:
+            for name in metrics:
+                compare(late, early, "early_fusion", condition, condition, name, False)
     for key in job["primary"]:  # what the bias adds to the temperature: the same runs, fitted on the same set
         for condition, temperature_only in BIAS_AGAINST_TEMPERATURE:
             if condition in job["conditions"] and temperature_only in job["conditions"]:
@@ -243,6 +249,9 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
         candidates = [key for key in every if key[0] == head and lower_layer(key, last) is not None]
         if candidates:
             best_lower[head] = min(candidates, key=lambda key: (dev_en_loss[key], key))
+    early = [key for head, key in best_lower.items() if head != "late"]
+    best_early = min(early, key=lambda key: (dev_en_loss[key], key)) if early else None
+    late_against_early = (best_lower["late"], best_early) if best_early and "late" in best_lower else None
     # the pre-specified comparisons: each strategy at its lower layer chosen on dev-en, scalar_mix, late top-k
     primary = list(dict.fromkeys([last_key, best_single] + list(best_lower.values())
                                  + [key for key in every if key[0] == "scalar_mix"] + ([late_top] if late_top else [])))
@@ -258,7 +267,7 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
                          references=references, last=last, conditions=conditions, metrics=tuple(config.metrics),
                          n_resamples=int(config.n_resamples), seed=config.seed + number, bins=bins,
                          size=len(reference_ids), floor_simulations=int(config.floor_simulations),
-                         primary=primary))
+                         primary=primary, late_against_early=late_against_early))
     rows, comparisons = [], []
     for job, (language_rows, language_comparisons) in zip(jobs, _map(_member_rows, jobs, config.workers)):
         rows.extend(language_rows)
@@ -303,7 +312,7 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
             "provenance": provenance(plan, Path(config.plan), every), "languages": languages,
             "last": last, "baseline": last_key, "best_single": best_single, "references": references,
             "constant": CONSTANT, "base_rate": base_rate, "configurations": ordered, "kinds": kinds,
-            "late_top": late_top, "best_lower": best_lower, "primary": primary, "recipe": recipe, "reliability": reliability, "bins": bins,
+            "late_top": late_top, "best_lower": best_lower, "late_against_early": late_against_early, "primary": primary, "recipe": recipe, "reliability": reliability, "bins": bins,
             "not_learned": not_learned, "positive_rate": positive_rate, "dev_en_loss": {key: dev_en_loss[key] for key in ordered},
             "temperatures": {key: float(np.mean([m.zero_shot_temperature for m in every[key]])) for key in ordered}}
 
