@@ -201,3 +201,10 @@ def test_signed_error_and_brier_parts():
     assert cal.brier_reliability(q, t, 10) == pytest.approx(cal.brier_decomposition(q, t, 10)["reliability"])
     # two bins of P(y=1) with constant forecasts 0.25 (frequency 1/2) and 0.75 (frequency 1): 2 (0.25^2 + 0.25^2) / 4
     assert cal.brier_reliability(np.array([0.25, 0.25, 0.75, 0.75]), [0, 1, 1, 1], 2) == pytest.approx(0.0625)
+
+
+@pytest.mark.parametrize("shape", [(300, 200), (300, 3), (1, 200), (0, 200)])
+def test_running_sum_is_numpys_cumsum_bit_for_bit(shape):
+    values = np.random.default_rng(0).random(shape)
+    for view in (values, values[::-1]):  # the risk-coverage curve reads its groups reversed
+        assert np.array_equal(cal._running_sum(view), np.cumsum(view, axis=0))

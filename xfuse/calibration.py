@@ -235,9 +235,24 @@ def _ranked_groups(confidence: np.ndarray, correct: np.ndarray, weights: np.ndar
     return both[:groups], both[groups:]
 
 
+def _running_sum(values: np.ndarray) -> np.ndarray:
+    """``np.cumsum(values, axis=0)`` of (G, R), the same sums in the same order.
+
+    For many columns, row by row: numpy accumulates along the first axis of a
+    (2000, 1000) matrix about five times slower than a loop of row additions.
+    """
+    if values.ndim != 2 or values.shape[1] < 64 or not len(values):
+        return np.cumsum(values, axis=0)
+    out = np.empty_like(values)
+    out[0] = values[0]
+    for row in range(1, len(values)):
+        np.add(out[row - 1], values[row], out=out[row])
+    return out
+
+
 def _auroc_from_groups(right: np.ndarray, wrong: np.ndarray) -> np.ndarray:
     """``sum_g P_g (N_<g + N_g / 2) / (P N)`` over ascending groups (G, R): (R,); NaN where a class has no weight."""
-    below = np.cumsum(wrong, axis=0) - wrong
+    below = _running_sum(wrong) - wrong
     total = right.sum(axis=0) * wrong.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, np.sum(right * (below + wrong / 2), axis=0) / np.where(total > 0, total, 1), np.nan)
@@ -246,9 +261,9 @@ def _auroc_from_groups(right: np.ndarray, wrong: np.ndarray) -> np.ndarray:
 def _aurc_from_groups(right: np.ndarray, wrong: np.ndarray) -> np.ndarray:
     """``sum_g c_g E_g / C_g / sum_g c_g`` over groups (G, R) in decreasing confidence: (R,) (:func:`_weighted_aurc`)."""
     mass, wrong = (right + wrong)[::-1], wrong[::-1]
-    accepted = np.cumsum(mass, axis=0)
+    accepted = _running_sum(mass)
     with np.errstate(invalid="ignore", divide="ignore"):
-        risk = np.where(accepted > 0, np.cumsum(wrong, axis=0) / np.where(accepted > 0, accepted, 1), 0.0)
+        risk = np.where(accepted > 0, _running_sum(wrong) / np.where(accepted > 0, accepted, 1), 0.0)
     return np.sum(mass * risk, axis=0) / mass.sum(axis=0)
 
 
