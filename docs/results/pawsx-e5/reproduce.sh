@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces this study from an empty cache into a fresh folder: the embedded encoder's features, the 186
+# Reproduces this study from an empty cache into a fresh folder: the embedded encoder's features, the
 # train-heads tasks of spec.json, and the report. `xfuse sweep submit --executor local` times its stages into
 # OUT/timings.json, which the report's provenance shows. Resumable: run it again after an interruption.
 #
