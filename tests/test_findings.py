@@ -28,28 +28,31 @@ def make_tables(values: dict, not_learned=(), few_shot=None, comparisons=None, p
     return tables
 
 
-def test_ordering_outside_english_by_module_and_layer_and_its_rank_correlation_with_accuracy():
+def test_ordering_outside_english_over_layers_every_module_learned_with_both_rank_correlations():
     values = {}
-    # (head, lower layer): overconfidence outside English; accuracy is 0.6 minus it, so the rank correlation is -1
-    errors = {("aif", 0): 0.10, ("aif", 7): 0.06, ("dlfa", 0): 0.08, ("dlfa", 7): 0.02, ("mean", 0): 0.04,
-              ("mean", 7): 0.00}
-    for (head, lower), error in errors.items():
+    # (head, lower layer): (overconfidence, accuracy) outside English; mean confidence is their sum
+    cells = {("aif", 0): (0.10, 0.50), ("aif", 7): (0.06, 0.58), ("dlfa", 0): (0.08, 0.54), ("dlfa", 7): (0.02, 0.60),
+             ("mean", 0): (0.04, 0.52), ("mean", 7): (0.00, 0.56), ("aif", 3): (0.5, 0.55), ("dlfa", 3): (0.5, 0.55),
+             ("mean", 3): (0.5, 0.55)}
+    for (head, lower), (error, accuracy) in cells.items():
         for lang in LANGUAGES:
             english = lang == "en"  # English is left out: values there must not move anything
             values[((head, (lower, LAST)), lang, "uncalibrated", "signed_calibration_error")] = 9.0 if english else error
-            values[((head, (lower, LAST)), lang, "uncalibrated", "accuracy")] = 0.0 if english else 0.6 - error
-    stuck = ("concat", (3, LAST))  # not learned: left out even though it would top the ordering
-    for lang in LANGUAGES:
-        values[(stuck, lang, "uncalibrated", "signed_calibration_error")] = 0.5
-        values[(stuck, lang, "uncalibrated", "accuracy")] = 0.55
+            values[((head, (lower, LAST)), lang, "uncalibrated", "accuracy")] = 0.0 if english else accuracy
+    stuck = ("dlfa", (3, LAST))  # not learned: layer 3 leaves the comparison for every module
     (line,) = overconfidence_ordering(make_tables(values, not_learned=[stuck]))
-    assert "over the 6 learned fusion configurations" in line and "averaged over 2 languages" in line
-    assert ("By module, most overconfident first: aif +0.080 (accuracy 0.520, 2 lower layers), dlfa +0.050 "
-            "(accuracy 0.550, 2 lower layers), mean +0.020 (accuracy 0.580, 2 lower layers).") in line
-    assert "most overconfident first (accuracy in brackets): 0 +0.073 (0.527), 7 +0.027 (0.573)." in line
-    assert "Spearman's rank correlation of overconfidence with accuracy is -1.00 (negative" in line
-    assert "concat" not in line
-    assert overconfidence_ordering(make_tables({k: v for k, v in values.items() if k[0][0] == "aif"})) == []  # < 3
+    assert "over the 2 lower layers on which every fusion module learned on every seed (6 configurations; 3 other " \
+           "fusion configurations left out)" in line and "averaged over 2 languages" in line
+    assert "By module, most overconfident first (accuracy in brackets): aif +0.080 (0.540), dlfa +0.050 (0.570), " \
+           "mean +0.020 (0.540)." in line
+    assert "By lower layer, mean over the modules: 0 +0.073 (0.520), 7 +0.027 (0.580)." in line
+    # ranks of overconfidence 6 4 5 2 3 1 against accuracy's 1 5 3 6 2 4: rho = 1 - 6 * 56 / 210 = -0.60; of mean
+    # confidence (0.60 0.64 0.62 0.62 0.56 0.56, ties averaged: 3 6 4.5 4.5 1.5 1.5), Pearson's r on ranks: 9 / sqrt(
+    # 16.5 * 17.5) = +0.53
+    assert "overconfidence with accuracy -0.60 (negative by construction in part" in line
+    assert "mean confidence with accuracy +0.53." in line
+    learned_only = {k: v for k, v in values.items() if k[0] != ("aif", (7, LAST))}
+    assert overconfidence_ordering(make_tables(learned_only, not_learned=[stuck])) == []  # layer 0 alone
 
 
 def few_shot_tables(zero: float, oracle: float, few: dict) -> dict:
@@ -67,46 +70,65 @@ def test_few_shot_names_the_k_that_closes_half_the_gap_and_the_k_within_the_orac
     (line,) = few_shot_findings(few_shot_tables(0.10, 0.04, {10: 0.09, 50: 0.06, 100: 0.045}))
     assert ("zero-shot (English dev) 0.1000, oracle (all of each language's dev set) 0.0400, the oracle's noise floor "
             "0.0100; with k labelled examples of the language: k = 10 0.0900, k = 50 0.0600, k = 100 0.0450.") in line
-    assert "Half of the gap is closed at k = 50, and the ECE comes within the noise floor of the oracle's at k = 100." \
-        in line and "k = 500" not in line
+    assert "Half of the gap is closed at k = 50, and the ECE comes within the noise floor of the oracle's at k = 100 " \
+           "(descriptive" in line and "k = 500" not in line
     (line,) = few_shot_findings(few_shot_tables(0.10, 0.04, {10: 0.095}))
-    assert "No k tried closes half of the gap; none comes within the noise floor of the oracle's." in line
+    assert "No k tried closes half of the gap; none comes within the noise floor of the oracle's (" in line
     (line,) = few_shot_findings(few_shot_tables(0.045, 0.04, {10: 0.05}))  # gap 0.005, below the floor 0.01
-    assert "within the noise floor of the oracle on average: there is no gap" in line
+    assert "within the noise floor of the oracle: there is no gap" in line
+    (line,) = few_shot_findings(few_shot_tables(0.03, 0.09, {10: 0.05}))  # the oracle worse by 6 floors
+    assert "better than the oracle by more than the noise floor: there is no gap" in line
+    tables = few_shot_tables(0.10, 0.04, {10: 0.09})
+    tables["not_learned"] = {BEST: [3]}
+    assert few_shot_findings(tables) == []
 
 
-def test_bias_is_set_beside_each_languages_shift_of_the_predicted_positive_rate():
+def test_bias_counts_ece_changes_beyond_the_floor_beside_each_languages_shift_of_the_positive_rate():
     values = {(BEST, lang, "uncalibrated", "accuracy"): 0.6 for lang in LANGUAGES}
     rates = {(BEST, "en"): 0.40, (BEST, "de"): 0.45, (BEST, "ja"): 0.10}
     comparisons = {}
-    for condition, deltas, significant in (("zero_shot_bias", {"de": 0.002, "ja": -0.004}, {"ja"}),
-                                           ("oracle_bias", {"de": -0.001, "ja": -0.030}, {"ja", "de"})):
-        for lang, delta in deltas.items():
-            comparisons[("temperature", BEST, lang, condition, "ece")] = {"delta": delta,
-                                                                          "significant": lang in significant}
+    # (delta, significant, beyond the floor) per language
+    for condition, cells in (("zero_shot_bias", {"de": (0.002, True, False), "ja": (-0.004, True, True)}),
+                             ("oracle_bias", {"de": (-0.001, True, True), "ja": (-0.030, True, True)})):
+        for lang, (delta, significant, beyond) in cells.items():
+            comparisons[("temperature", BEST, lang, condition, "ece")] = {
+                "delta": delta, "significant": significant, "beyond_floor": beyond, "example_only": False}
     tables = make_tables(values, comparisons=comparisons, positive_rate=rates)
     tables["not_learned"] = {SINGLE: [0]}  # the last layer did not learn: only the best single layer is described
     (line,) = bias_findings(tables)
     assert line.startswith("- Temperature plus bias, single [7]: fitted on English dev, the bias changes ECE by "
-                           "-0.0010 on average against the temperature alone (significantly lower in 1: ja, higher in "
-                           "0); fitted per language, the bias changes ECE by -0.0155 on average")
-    assert "(significantly lower in 2: de, ja, higher in 0)" in line
+                           "-0.0010 on average against the temperature alone (significantly lower by more than the "
+                           "noise floor in 1 (ja), higher in 0; 1 more significant but below the floor); fitted per "
+                           "language, the bias changes ECE by -0.0155 on average")
+    assert "(significantly lower by more than the noise floor in 2 (de, ja), higher in 0)" in line
     assert line.endswith("largest shift first, with the oracle bias's ECE change: ja -0.300 (-0.0300), "
                          "de +0.050 (-0.0010).")
+    for row in comparisons.values():
+        row.update(example_only=True, significant=False)  # a side with one seed: nothing tested
+    (line,) = bias_findings(tables)
+    assert line.count("not tested at the seed level: a side has a single seed") == 2 and "lower by" not in line
     assert bias_findings(dict(tables, conditions=("uncalibrated", "zero_shot_ts", "oracle_ts"))) == []
 
 
-def test_context_cites_the_published_points_beside_this_settings_mean_accuracy_in_points():
-    values = {}
-    for key, accuracies in ((BEST, (0.60, 0.58, 0.56)), (("aif", (3, LAST)), (0.62, 0.59, 0.59))):
+def test_context_sets_this_settings_mean_accuracy_in_points_and_its_tested_change_beside_the_published_points():
+    values, comparisons = {}, {}
+    fusion = ("aif", (3, LAST))
+    for key, accuracies in ((BEST, (0.60, 0.58, 0.56)), (fusion, (0.62, 0.59, 0.59))):
         for lang, accuracy in zip(LANGUAGES, accuracies):
             values[(key, lang, "uncalibrated", "accuracy")] = accuracy
-    tables = make_tables(values, best_lower={"aif": ("aif", (3, LAST))}, dev_en_loss={("aif", (3, LAST)): 0.6},
+    for lang, delta in zip(LANGUAGES, (0.02, 0.01, 0.03)):
+        comparisons[("best_single", fusion, lang, "uncalibrated", "accuracy")] = {
+            "delta": delta, "significant": lang == "ja", "example_only": False, "low": delta - 0.01,
+            "high": delta + 0.01, "lang": lang}
+    tables = make_tables(values, comparisons=comparisons, best_lower={"aif": fusion}, dev_en_loss={fusion: 0.6},
                          provenance={"files": [{"split": "train", "num_pairs": 8561}]})
     (line,) = context(tables)
-    assert "81.9" in line and "+2.4 points" in line and "0.57 to 0.59" in line
-    assert ("on 8,561 English pairs: the best single layer on English dev reaches 58.0 points of mean accuracy over "
-            "the 3 languages, the best fusion on English dev (aif [3, 12]) 60.0, a change of +2.0 points.") in line
+    assert ("on 8,561 English pairs: the best single layer on English dev reaches 58.0 points of accuracy, averaged "
+            "over this report's 3 test languages, and the fusion with the lowest dev-en loss (aif [3, 12]) 60.0, "
+            "+2.0 points (per language, against the best single layer: from +0.010 to +0.030; significantly higher "
+            "in 1 of 3 (ja))") in line
+    assert "comparable to neither" in line
+    assert "points (per language" not in context(dict(tables, best_lower={}))[0]  # no fusion: no change stated
 
 
 def test_late_against_early_says_where_the_two_are_not_at_the_same_accuracy():
@@ -115,9 +137,9 @@ def test_late_against_early_says_where_the_two_are_not_at_the_same_accuracy():
     for lang in LANGUAGES:
         for metric in ("accuracy", "ece"):
             values[(late, lang, "uncalibrated", metric)] = values[(early, lang, "uncalibrated", metric)] = 0.5
-    for condition in ("uncalibrated", "zero_shot_ts"):
+    for condition, shift in (("uncalibrated", 0.0), ("zero_shot_ts", 0.1)):  # conditions told apart
         for metric, deltas in (("accuracy", {"en": 0.01, "de": 0.03, "ja": -0.02}),
-                               ("ece", {"en": -0.02, "de": -0.01, "ja": 0.00})):
+                               ("ece", {"en": -0.02 + shift, "de": -0.01 + shift, "ja": 0.00 + shift})):
             for lang in LANGUAGES:
                 significant = (metric, lang) in (("accuracy", "de"), ("ece", "en"))
                 comparisons[("early_fusion", late, lang, condition, metric)] = {
@@ -128,7 +150,7 @@ def test_late_against_early_says_where_the_two_are_not_at_the_same_accuracy():
     assert "(late [5, 12] against aif [3, 12], the fusion head with the lowest dev-en loss): accuracy changes from " \
            "-0.020 to +0.030; significantly higher in 1 of 3 (de)." in line
     assert "ECE changes from -0.020 to +0.000; significantly lower in 1 of 3 (en); of those, larger than the noise " \
-           "floor in 1 uncalibrated" in line
+           "floor in 1 uncalibrated, and from +0.080 to +0.100; significantly higher in 1 of 3 (en)" in line
     assert "; in de the two are not at the same accuracy." in line
     tables["not_learned"] = {early: [1]}
     assert "Calibration not compared: a side did not learn on every seed." in late_against_early(tables)[0]

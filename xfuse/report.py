@@ -312,7 +312,8 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
             "provenance": provenance(plan, Path(config.plan), every), "languages": languages,
             "last": last, "baseline": last_key, "best_single": best_single, "references": references,
             "constant": CONSTANT, "base_rate": base_rate, "configurations": ordered, "kinds": kinds,
-            "late_top": late_top, "best_lower": best_lower, "late_against_early": late_against_early, "primary": primary, "recipe": recipe, "reliability": reliability, "bins": bins,
+            "late_top": late_top, "best_lower": best_lower, "late_against_early": late_against_early,
+            "primary": primary, "recipe": recipe, "reliability": reliability, "bins": bins,
             "not_learned": not_learned, "positive_rate": positive_rate, "dev_en_loss": {key: dev_en_loss[key] for key in ordered},
             "temperatures": {key: float(np.mean([m.zero_shot_temperature for m in every[key]])) for key in ordered}}
 
