@@ -80,9 +80,9 @@ def test_csv_holds_every_configuration_language_condition_and_metric_with_seed_r
     assert {key[1] for key in late} >= {(0, 2), (1, 2)} and len(late) in (2, 3)
     assert configurations == CONFIGURATIONS + len(late) + 1  # trained, late fusion, the constant
     means = [r for r in rows if r["seed"] == "mean"]
-    assert len(means) == configurations * 3 * 5 * len(REPORT_METRICS)  # 3 languages, 5 conditions
+    assert len(means) == configurations * 4 * 5 * len(REPORT_METRICS)  # 3 languages and their mean outside en; 5 conditions
     per_seed = [r for r in rows if r["seed"] != "mean"]
-    assert len(per_seed) == (configurations - 1) * 2 * 3 * 5 * len(REPORT_METRICS) + 3 * 5 * len(REPORT_METRICS)
+    assert len(per_seed) == (configurations - 1) * 2 * 4 * 5 * len(REPORT_METRICS) + 4 * 5 * len(REPORT_METRICS)
     # item 3 of the issue: every interval contains its point estimate
     assert all(float(r["low"]) <= float(r["value"]) <= float(r["high"]) for r in means if r["low"] != "")
     assert {r["noise_floor"] != "" for r in means if r["metric"] in ("ece", "adaptive_ece")} == {True}
@@ -124,18 +124,27 @@ def test_csv_holds_every_configuration_language_condition_and_metric_with_seed_r
                                                              for key in tables["primary"]}
 
 
+def joint_counts(results, languages, n_resamples, seed=0) -> dict:
+    """Per language, the columns of one bootstrap draw over every language's test pair ids (by id)."""
+    ids = {}
+    for lang in languages:
+        with np.load(results / "single-L2-s0" / "predictions.npz") as arrays:
+            ids[lang] = arrays[f"test-{lang}/ids"].tolist()
+    union = list(dict.fromkeys(pair for lang in languages for pair in ids[lang]))
+    counts = cal.resample_counts(len(union), n_resamples, seed)
+    return {lang: counts[:, [union.index(pair) for pair in ids[lang]]] for lang in languages}
+
+
 def test_values_and_intervals_equal_an_independent_recomputation(sweep):
     from xfuse.statistics import paired_seed_test, seed_interval
 
     plan_path, tables, out = sweep
     rows = read_rows(out)
     results = plan_path.parent / "results"
-    number = {lang: i for i, lang in enumerate(tables["languages"])}
     for head, layers, lang, condition in (("aif", "1_2", "de", "zero_shot_ts"), ("single", "2", "ja", "oracle_ts"),
                                           ("scalar_mix", "0_1_2", "en", "uncalibrated"),
                                           ("dlfa", "0_2", "de", "oracle_bias"), ("mean", "1_2", "ja", "zero_shot_bias")):
-        counts = cal.resample_counts(len(member_probabilities(results, head, layers, 0, f"test-{lang}", condition,
-                                                              lang)[1]), 200, number[lang])
+        counts = joint_counts(results, tables["languages"], 200)[lang]
         for metric in ("accuracy", "ece", "nll", "auroc"):
             values, resampled = [], []
             for seed in (0, 1):
@@ -276,7 +285,12 @@ def test_markdown_has_every_section_and_the_csv_numbers(sweep):
            "languages" in text
     for head, key in tables["best_lower"].items():
         if key != tables["best_single"]:
-            assert f"- {head} [{key[1][0]}, {key[1][1]}] against the best single layer: accuracy changes from" in text
+            assert f"- {head} [{key[1][0]}, {key[1][1]}] against the best single layer: averaged outside English, " \
+                   "accuracy changes by " in text
+    from xfuse.report import POOLED  # the mean outside English: in the tables, from the CSV's numbers
+    pooled = pick(read_rows(out), "single", "2", POOLED, "uncalibrated", "accuracy")
+    assert f" | {POOLED} | {float(pooled['value']):.3f} [{float(pooled['low']):.3f}, {float(pooled['high']):.3f}] |" \
+        in text
     # provenance: data counts per file from the store, versions
     assert "| ja/test_2k.tsv | 23 | 1 | 0 | 0 |" in text and "torch 2.13.0" in text
     assert "Leakage check of the training file against every evaluated file, by content: 0 exact sentence" in text
@@ -416,3 +430,44 @@ def test_reports_on_results_without_the_bias_conditions_leave_them_out(sweep, tm
     older = build_report(ReportConfig(plan=str(copy / "plan.json"), n_resamples=100, few_shot_draws=0),
                          log=lambda line: None)
     assert older["conditions"] == ("uncalibrated", "zero_shot_ts", "oracle_ts")
+
+
+def test_the_mean_outside_english_is_resampled_jointly_and_tested_in_its_own_families(sweep):
+    from xfuse.report import POOLED
+    from xfuse.statistics import paired_seed_test, seed_interval
+
+    plan_path, tables, out = sweep
+    rows, results = read_rows(out), plan_path.parent / "results"
+    outside = [lang for lang in tables["languages"] if lang != "en"]
+    counts = joint_counts(results, tables["languages"], 200)
+    arrays = {}
+    for head, layers, condition in (("aif", "1_2", "zero_shot_ts"), ("single", "2", "zero_shot_ts")):
+        for metric in ("accuracy", "ece"):
+            values, resampled = [], []
+            for seed in (0, 1):
+                per_lang = [member_probabilities(results, head, layers, seed, f"test-{lang}", condition, lang)
+                            for lang in outside]
+                values.append(np.mean([cal.metric_value(metric, *pair, 15) for pair in per_lang]))
+                resampled.append(np.mean([cal.resampled_metrics(*pair, counts[lang], 15, (metric,))[metric]
+                                          for pair, lang in zip(per_lang, outside)], axis=0))
+            values, resampled = np.array(values), np.stack(resampled, axis=1)
+            arrays[(head, layers, metric)] = values, resampled
+            expected = seed_interval(values, resampled, positive=metric == "ece")
+            row = pick(rows, head, layers, POOLED, condition, metric)
+            for field in ("value", "low", "high"):
+                assert float(row[field]) == pytest.approx(expected[field], rel=1e-5, abs=1e-6), (head, metric, field)
+            floors = [float(pick(rows, head, layers, lang, condition, "ece")["noise_floor"]) for lang in outside]
+            if metric == "ece":
+                assert float(row["noise_floor"]) == pytest.approx(np.mean(floors), rel=1e-5)
+    test = paired_seed_test(*arrays[("aif", "1_2", "ece")], *arrays[("single", "2", "ece")])
+    (row,) = [r for r in read_comparisons(out) if (r["head"], r["layers"], r["lang"], r["condition"], r["metric"],
+                                                   r["reference"]) == ("aif", "1_2", POOLED, "zero_shot_ts", "ece",
+                                                                       "last_layer")]
+    for field in ("delta", "low", "high", "p_value"):
+        assert float(row[field]) == pytest.approx(test[field], rel=1e-4, abs=1e-6), field
+    # Holm within the pooled comparisons only: the number of tested ones in the family bounds the adjustment
+    pooled = [r for r in tables["comparisons"] if r["lang"] == POOLED and r["reference"] == "last_layer"
+              and r["metric"] == "accuracy" and r["condition"] == "uncalibrated" and r["family"] == "grid"
+              and r["p_holm"] is not None]
+    smallest = min(pooled, key=lambda r: r["p_value"])
+    assert smallest["p_holm"] == pytest.approx(min(1.0, smallest["p_value"] * len(pooled)))

@@ -422,6 +422,11 @@ def _cached_counts(n: int, n_resamples: int, seed: int) -> np.ndarray:
 def resampled_metrics(probs, labels, counts: np.ndarray, bins: int = DEFAULT_BINS, names=tuple(METRICS)) -> dict:
     """Each metric in ``names`` on each bootstrap resample given as counts (R, N): (R,) arrays.
 
+    A row of ``counts`` usually sums to N; it may sum to less when the examples
+    are the columns of a joint resample of a larger set (xfuse.report resamples
+    the languages' test pairs jointly): each row's weights are its counts over
+    its total.
+
     Every metric is a function of count-weighted sums, so R resamples are a
     few (R, N) matrix products. Two quantities are held at their full-sample
     values: the equal-mass bin edges of ``adaptive_ece`` and the bandwidth of
@@ -434,7 +439,7 @@ def resampled_metrics(probs, labels, counts: np.ndarray, bins: int = DEFAULT_BIN
         raise XfuseError(f"metrics: unknown {unknown[0]!r}; expected some of {', '.join(METRICS)}")
     if counts.ndim != 2 or counts.shape[1] != y.size:
         raise XfuseError(f"counts: expected shape (R, {y.size}), got {counts.shape}")
-    weights = counts / y.size  # (R, N)
+    weights = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)  # (R, N); a row sums to N, or less (a subset)
     confidence, correct = top_label(p1, y)
 
     def binned(forecast, outcome, edges):

@@ -19,7 +19,7 @@ Usage::
 import numpy as np
 from scipy.stats import spearmanr
 
-from .report import CONSTANT, FUSION_HEADS, comparison, is_learned, lookup, lower_layer
+from .report import CONSTANT, FUSION_HEADS, POOLED, comparison, is_learned, lookup, lower_layer
 
 # Published reference points, cited beside the findings (not computed here).
 PUBLISHED = (
@@ -63,6 +63,26 @@ def _changes(tables, reference, key, metric, condition) -> str:
         return text + (f"; significant in none of the {len(languages)} languages (not a demonstrated absence: the "
                        f"95% intervals of the change reach +-{width:.3f})")
     return text + "; " + "; ".join(parts)
+
+
+def has_pooled(tables: dict) -> bool:
+    """Whether the tables hold the rows of the mean outside English (a report with a non-English language)."""
+    key = tables["baseline"]
+    return (key[0], "_".join(map(str, key[1])), POOLED, "uncalibrated", tables["config"]["metrics"][0]) in tables["index"]
+
+
+def _pooled_change(tables, reference, key, metric, condition) -> str:
+    """'-0.012 [-0.030, +0.006], not significant (Holm p 0.41)': the change of the mean outside English."""
+    row = comparison(tables, reference, key, POOLED, condition, metric)
+    text = f"{row['delta']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
+    if not _tested(row):
+        return text + ", not tested at the seed level (a side has a single seed)"
+    if row["p_holm"] is None:
+        return text + ", not tested"
+    if not row["significant"]:
+        return text + f", not significant (Holm p {row['p_holm']:.2g})"
+    below = metric in ("ece", "adaptive_ece") and not row["beyond_floor"]
+    return text + f", significant (Holm p {row['p_holm']:.2g})" + (" but smaller than the noise floor" if below else "")
 
 
 def _outside(tables: dict) -> list:
@@ -117,9 +137,19 @@ def _main_findings(tables: dict) -> list:
             if tables["references"][reference] == key:
                 continue
             sentence = f"- {label(key)} against {name}:"
+            both_learned = is_learned(tables, key) and is_learned(tables, tables["references"][reference])
+            if has_pooled(tables):  # the primary endpoint: the mean over the non-English languages
+                sentence += " averaged outside English,"
+                if "accuracy" in metrics:
+                    sentence += f" accuracy changes by {_pooled_change(tables, reference, key, 'accuracy', 'uncalibrated')}"
+                if "ece" in metrics and both_learned:
+                    sentence += (f"; ECE by {_pooled_change(tables, reference, key, 'ece', 'uncalibrated')} "
+                                 f"uncalibrated and by {_pooled_change(tables, reference, key, 'ece', 'zero_shot_ts')} "
+                                 "after zero-shot temperature scaling")
+                sentence += ". Per language,"
             if "accuracy" in metrics:
                 sentence += f" accuracy changes {_changes(tables, reference, key, 'accuracy', 'uncalibrated')}."
-            if "ece" in metrics and is_learned(tables, key) and is_learned(tables, tables["references"][reference]):
+            if "ece" in metrics and both_learned:
                 sentence += (f" ECE changes {_changes(tables, reference, key, 'ece', 'uncalibrated')} uncalibrated, "
                              f"and {_changes(tables, reference, key, 'ece', 'zero_shot_ts')} after zero-shot "
                              "temperature scaling.")
@@ -134,15 +164,25 @@ def _main_findings(tables: dict) -> list:
                                  f"{label(tables['references'][reference])} did not learn on every seed.")
                     continue
                 rows = [row for row in tables["comparisons"] if row["reference"] == reference and row["metric"] == "ece"
-                        and row["condition"] == condition and row["learned"] and row["kind"] != "reference"]
+                        and row["condition"] == condition and row["learned"] and row["kind"] != "reference"
+                        and row["lang"] != POOLED]
                 lower = sum(r["significant"] and r["beyond_floor"] and r["delta"] < 0 for r in rows)
                 higher = sum(r["significant"] and r["beyond_floor"] and r["delta"] > 0 for r in rows)
                 small = sum(r["significant"] and not r["beyond_floor"] for r in rows)
-                lines.append(f"- Across the grid, against {name}, {words}: of {len(rows)} comparisons of learned "
-                             f"configurations (configuration x language; Holm within the pre-specified comparisons "
-                             f"and within the rest of the grid), ECE is significantly lower by more than the noise "
-                             f"floor in {lower}, significantly higher by more than it in {higher}; {small} more are "
-                             "significant but smaller than the floor.")
+                sentence = (f"- Across the grid, against {name}, {words}: of {len(rows)} comparisons of learned "
+                            f"configurations (configuration x language; Holm within the pre-specified comparisons "
+                            f"and within the rest of the grid), ECE is significantly lower by more than the noise "
+                            f"floor in {lower}, significantly higher by more than it in {higher}; {small} more are "
+                            "significant but smaller than the floor.")
+                pooled = [row for row in tables["comparisons"] if row["reference"] == reference and row["metric"] == "ece"
+                          and row["condition"] == condition and row["learned"] and row["kind"] != "reference"
+                          and row["lang"] == POOLED]
+                if pooled:
+                    sentence += (f" Averaged outside English ({len(pooled)} learned configurations, Holm as "
+                                 f"above within these), lower by more than the floor in "
+                                 f"{sum(r['significant'] and r['beyond_floor'] and r['delta'] < 0 for r in pooled)}, "
+                                 f"higher in {sum(r['significant'] and r['beyond_floor'] and r['delta'] > 0 for r in pooled)}.")
+                lines.append(sentence)
     if "signed_calibration_error" in metrics:
         outside = [lang for lang in languages if lang != "en"]
         learned_keys = [key for key in tables["configurations"] if key != CONSTANT and is_learned(tables, key)]

@@ -19,8 +19,8 @@ from typing import Callable
 
 from . import __version__
 from .figures import CONDITION_LABELS, METRIC_LABELS, save_figures
-from .findings import findings, label
-from .report import CONSTANT, comparison, is_learned, lookup
+from .findings import findings, has_pooled, label
+from .report import CONSTANT, POOLED, comparison, is_learned, lookup
 
 ROW_COLUMNS = ("head", "layers", "kind", "lower_layer", "seed", "seeds", "learned_seeds", "invalid_seeds", "lang",
                "condition", "metric", "value", "low", "high", "se", "dof", "seed_se", "example_se", "noise_floor")
@@ -108,6 +108,7 @@ def render_markdown(tables: dict, figures: list) -> str:
     plan, config, status = tables["plan"], tables["config"], tables["status"]
     metrics = [m for m in TABLE_METRICS if m in config["metrics"]]
     languages, last = tables["languages"], tables["last"]
+    rows_of = languages + ([POOLED] if has_pooled(tables) else [])  # each language, then the mean outside English
     extract = plan["extract"]
     seeds = sorted({task["seed"] for task in plan["tasks"]})
     recipe = tables["recipe"]
@@ -144,6 +145,11 @@ def render_markdown(tables: dict, figures: list) -> str:
         f"English dev** ({label(tables['best_single'])}, lowest dev-en loss). Late fusion averages the class "
         "probabilities of `single` heads (the last layer with each lower one; and the best k layers by dev-en "
         "loss, k chosen by the fused dev-en loss), from their saved predictions, with no new training.", "",
+        f"Rows `{POOLED}`: the mean over the non-English test languages, the primary endpoint of each comparison. "
+        "Per seed it is the mean of the per-language values; the bootstrap resamples are joint draws of test pairs "
+        "by id (the languages' test sets are translations of the same pairs), so its interval accounts for the "
+        "languages sharing them; its comparisons form their own Holm families; its noise floor is the mean of the "
+        "languages' floors.", "",
     ]
     lines += [f"- {note}" for note in tables["notes"]] + ([""] if tables["notes"] else [])
     lines += ["## Findings", "", "Generated from the tables below.", ""] + findings(tables) + [""]
@@ -168,7 +174,7 @@ def render_markdown(tables: dict, figures: list) -> str:
     for condition in tables["conditions"]:
         lines += [f"### {CONDITION_LABELS[condition].capitalize()}", ""]
         body = [[_name(tables, key), lang] + [_ece_cell(lookup(tables, key, lang, condition, m)) for m in metrics]
-                for key in shown for lang in languages]
+                for key in shown for lang in rows_of]
         lines += _table(["configuration", "lang"] + [METRIC_LABELS[m] for m in metrics], body)
     lines += ["## Brier score's calibration and refinement parts", "",
               f"Uncalibrated; calibration (reliability over {tables['bins']} equal-width bins of P(y = 1)) plus "
@@ -201,7 +207,7 @@ def render_markdown(tables: dict, figures: list) -> str:
             lines += [f"### {CONDITION_LABELS[condition].capitalize()}, against {title}", ""]
             body = [[_name(tables, key), lang] + [_delta_cell(comparison(tables, reference, key, lang, condition, m))
                                                   for m in metrics]
-                    for key in compared for lang in languages]
+                    for key in compared for lang in rows_of]
             lines += _table(["configuration", "lang"] + [f"change in {METRIC_LABELS[m]}" for m in metrics], body) \
                 if body else ["No other configuration has finished.", ""]
     lines += ["### Significant changes across the whole grid", "",
@@ -214,7 +220,8 @@ def render_markdown(tables: dict, figures: list) -> str:
         for metric in metrics:
             for condition in tables["conditions"]:
                 rows = [row for row in tables["comparisons"] if row["reference"] == reference and row["metric"] == metric
-                        and row["condition"] == condition and row["p_holm"] is not None]  # the tested ones
+                        and row["condition"] == condition and row["p_holm"] is not None  # the tested ones
+                        and row["lang"] != POOLED]
                 up = sum(row["significant"] and row["delta"] > 0 for row in rows)
                 down = sum(row["significant"] and row["delta"] < 0 for row in rows)
                 body.append([reference.replace("_", " "), METRIC_LABELS[metric], CONDITION_LABELS[condition], len(rows),

@@ -70,6 +70,7 @@ CALIBRATION_METRICS = ("ece", "adaptive_ece", "smooth_ece", "signed_calibration_
 FUSION_HEADS = ("dlfa", "aif", "concat", "mean")
 BIAS_AGAINST_TEMPERATURE = (("zero_shot_bias", "zero_shot_ts"), ("oracle_bias", "oracle_ts"))
 CONSTANT = ("constant", ())
+POOLED = "outside-en"  # the rows and comparisons of the mean over the non-English test languages
 
 
 @dataclass(frozen=True)
@@ -135,10 +136,17 @@ def _late_configurations(configurations: dict, last: int, base_rate: float, cond
 
 
 def _member_rows(job: dict) -> tuple:
-    """One language: every configuration's rows, and its comparisons with the references."""
+    """One language: every configuration's rows, its comparisons, and the arrays they rest on (for the pooled rows).
+
+    The bootstrap resamples are drawn once over the union of every language's
+    test pairs (by id: the test sets are translations of the same pairs) and
+    each language reads its own pairs' columns, so that resample ``r`` is the
+    same draw of pairs in every language and language means can be resampled
+    jointly (:func:`pooled_rows`).
+    """
     lang, metrics, bins = job["lang"], job["metrics"], job["bins"]
-    counts = resample_counts(job["size"], job["n_resamples"], job["seed"])
-    rows, comparisons, kept = [], [], {}
+    counts = resample_counts(job["union_size"], job["n_resamples"], job["seed"])[:, job["columns"]]
+    rows, kept = [], {}
     for key, members in job["configurations"].items():
         for condition in job["conditions"]:
             per_seed = {name: [] for name in metrics}
@@ -155,22 +163,34 @@ def _member_rows(job: dict) -> tuple:
                 for name, equal_mass in FLOORED.items():
                     if name in floors:
                         floors[name].append(ece_noise_floor(confidence, bins, equal_mass, job["floor_simulations"],
-                                                            job["seed"] + member.seed)["mean"])
+                                                            job["floor_seed"] + member.seed)["mean"])
             invalid = sum(not member.valid[lang][condition] for member in members)
             for name in metrics:
                 values, resampled = np.array(per_seed[name]), np.stack(samples[name], axis=1)  # (S,), (R, S)
-                estimate = seed_interval(values, resampled, positive=name in NON_NEGATIVE)
-                row = {"head": key[0], "layers": layers_text(key), "lower_layer": lower_layer(key, job["last"]),
-                       "kind": job["kinds"][key], "seed": "mean", "seeds": len(members),
-                       "learned_seeds": sum(bool(m.learned["learned"]) for m in members), "invalid_seeds": invalid,
-                       "lang": lang, "condition": condition, "metric": name, **estimate,
-                       "noise_floor": float(np.mean(floors[name])) if name in floors else None}
+                row = _row(job, key, members, lang, condition, name, values, resampled, invalid,
+                           float(np.mean(floors[name])) if name in floors else None)
                 rows.append(row)
                 rows.extend({**{k: row[k] for k in ("head", "layers", "lower_layer", "kind", "seeds", "learned_seeds",
                                                     "lang", "condition", "metric")},
                              "seed": member.seed, "value": float(value), "invalid_seeds": int(not member.valid[lang][condition])}
                             for member, value in zip(members, values))
                 kept[(key, condition, name)] = (values, resampled, row)
+    return rows, _comparisons(job, kept, lang), kept
+
+
+def _row(job, key, members, lang, condition, name, values, resampled, invalid, floor) -> dict:
+    """The seed-mean row of one configuration, language, condition and metric."""
+    return {"head": key[0], "layers": layers_text(key), "lower_layer": lower_layer(key, job["last"]),
+            "kind": job["kinds"][key], "seed": "mean", "seeds": len(members),
+            "learned_seeds": sum(bool(m.learned["learned"]) for m in members), "invalid_seeds": invalid,
+            "lang": lang, "condition": condition, "metric": name,
+            **seed_interval(values, resampled, positive=name in NON_NEGATIVE), "noise_floor": floor}
+
+
+def _comparisons(job: dict, kept: dict, lang: str) -> list:
+    """Every comparison of one language (or of the pooled rows) from the arrays of :func:`_member_rows`."""
+    metrics, comparisons = job["metrics"], []
+
     def compare(key, reference, reference_name, condition, reference_condition, name, same_seeds):
         values, resampled, row = kept[(key, condition, name)]
         ref_values, ref_resampled, ref_row = kept[(reference, reference_condition, name)]
@@ -209,7 +229,37 @@ def _member_rows(job: dict) -> tuple:
             if condition in job["conditions"] and temperature_only in job["conditions"]:
                 for name in [m for m in CALIBRATION_METRICS if m in metrics]:
                     compare(key, key, "temperature", condition, temperature_only, name, True)
-    return rows, comparisons
+    return comparisons
+
+
+def pooled_rows(job: dict, kept_by_lang: dict) -> tuple:
+    """Rows and comparisons of the mean over the non-English languages (``lang`` is ``POOLED``).
+
+    Per seed, a metric's value is the mean of its per-language values, and
+    each bootstrap resample's the mean of that resample's per-language values:
+    the resamples are joint draws of test pairs (:func:`_member_rows`), so the
+    interval accounts for the languages sharing their pairs. The noise floor
+    is the mean of the languages' floors; ``invalid_seeds`` counts
+    anti-informative fits over seeds and languages.
+    """
+    languages = [lang for lang in kept_by_lang if lang != "en"]
+    if not languages:
+        return [], []
+    rows, kept = [], {}
+    for (key, condition, name), (_, _, first) in kept_by_lang[languages[0]].items():
+        entries = [kept_by_lang[lang][(key, condition, name)] for lang in languages]
+        values = np.mean([entry[0] for entry in entries], axis=0)  # (S,)
+        resampled = np.mean([entry[1] for entry in entries], axis=0)  # (R, S)
+        floors = [entry[2]["noise_floor"] for entry in entries]
+        row = _row(job, key, job["configurations"][key], POOLED, condition, name, values, resampled,
+                   sum(entry[2]["invalid_seeds"] for entry in entries),
+                   None if floors[0] is None else float(np.mean(floors)))
+        rows.append(row)
+        rows.extend({**{k: row[k] for k in ("head", "layers", "lower_layer", "kind", "seeds", "learned_seeds", "lang",
+                                            "condition", "metric")}, "seed": member.seed, "value": float(value)}
+                    for member, value in zip(job["configurations"][key], values))
+        kept[(key, condition, name)] = (values, resampled, row)
+    return rows, _comparisons(job, kept, POOLED)
 
 
 def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> dict:
@@ -255,6 +305,10 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
     # the pre-specified comparisons: each strategy at its lower layer chosen on dev-en, scalar_mix, late top-k
     primary = list(dict.fromkeys([last_key, best_single] + list(best_lower.values())
                                  + [key for key in every if key[0] == "scalar_mix"] + ([late_top] if late_top else [])))
+    union = {}  # every test pair id of every language, in order of first appearance: the joint resampling's space
+    for lang in languages:
+        union.update(dict.fromkeys(some_member.parts[f"test-{lang}"]["ids"].tolist()))
+    column_of = {pair: index for index, pair in enumerate(union)}
     jobs = []
     for number, lang in enumerate(languages):
         reference_ids = some_member.parts[f"test-{lang}"]["ids"]
@@ -265,22 +319,31 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
                                      "differ from the baseline's; were they trained on other features?")
         jobs.append(dict(lang=lang, configurations={key: every[key] for key in ordered}, kinds=kinds,
                          references=references, last=last, conditions=conditions, metrics=tuple(config.metrics),
-                         n_resamples=int(config.n_resamples), seed=config.seed + number, bins=bins,
-                         size=len(reference_ids), floor_simulations=int(config.floor_simulations),
-                         primary=primary, late_against_early=late_against_early))
-    rows, comparisons = [], []
-    for job, (language_rows, language_comparisons) in zip(jobs, _map(_member_rows, jobs, config.workers)):
+                         n_resamples=int(config.n_resamples), seed=config.seed, floor_seed=config.seed + number,
+                         bins=bins, union_size=len(union), columns=np.array([column_of[pair] for pair in
+                                                                             reference_ids.tolist()]),
+                         floor_simulations=int(config.floor_simulations), primary=primary,
+                         late_against_early=late_against_early))
+    rows, comparisons, kept_by_lang = [], [], {}
+    for job, (language_rows, language_comparisons, kept) in zip(jobs, _map(_member_rows, jobs, config.workers)):
         rows.extend(language_rows)
         comparisons.extend(language_comparisons)
+        kept_by_lang[job["lang"]] = kept
         log(f"report: {job['lang']} done ({len(ordered)} configurations)")
+    pooled, pooled_comparisons = pooled_rows(jobs[0], kept_by_lang)
+    del kept_by_lang
+    rows.extend(pooled)
+    comparisons.extend(pooled_comparisons)
     families = {}
-    for position, row in enumerate(comparisons):
+    for index, row in enumerate(comparisons):
         row["p_holm"], row["significant"] = None, False
         if row["example_only"] or not np.isfinite(row["p_value"]):
             continue  # a side with one seed (or an undefined metric): no seed-level test
         if row["metric"] in CALIBRATION_METRICS and not row["learned"]:
             continue  # calibration of a run at the prior is calibration by construction: not tested
-        families.setdefault((row["family"], row["reference"], row["metric"], row["condition"]), []).append(position)
+        pooled = row["lang"] == POOLED  # the mean outside English: its own families, beside the per-language ones
+        families.setdefault((pooled, row["family"], row["reference"], row["metric"], row["condition"]),
+                            []).append(index)
     for positions in families.values():
         for position, adjusted in zip(positions, holm([comparisons[i]["p_value"] for i in positions])):
             comparisons[position]["p_holm"] = float(adjusted)
