@@ -175,6 +175,10 @@ def test_values_and_intervals_equal_an_independent_recomputation(sweep):
     assert float(row[0]["delta"]) == pytest.approx(float(pick(rows, "dlfa", "0_2", "de", "uncalibrated", "ece")["value"])
                                                    - float(pick(rows, "single", "2", "de", "uncalibrated", "ece")["value"]),
                                                    abs=1e-5)
+    floors = [float(pick(rows, *side, "de", "uncalibrated", "ece")["noise_floor"]) for side in (("dlfa", "0_2"),
+                                                                                                ("single", "2"))]
+    assert float(row[0]["debiased_delta"]) == pytest.approx(float(row[0]["delta"]) - (floors[0] - floors[1]), abs=1e-5)
+    assert float(row[0]["noise_floor"]) == pytest.approx(max(floors), abs=1e-6)
 
 
 def test_late_fusion_is_the_mean_of_the_single_heads_probabilities(sweep):

@@ -82,7 +82,9 @@ def _pooled_change(tables, reference, key, metric, condition) -> str:
     if not row["significant"]:
         return text + f", not significant (Holm p {row['p_holm']:.2g})"
     below = metric in ("ece", "adaptive_ece") and not row["beyond_floor"]
-    return text + f", significant (Holm p {row['p_holm']:.2g})" + (" but smaller than the noise floor" if below else "")
+    return (text + f", significant (Holm p {row['p_holm']:.2g})" + (" but smaller than the noise floor" if below else "")
+            + (f"; {row['debiased_delta']:+.3f} net of the floor's own change" if metric in ("ece", "adaptive_ece")
+               else ""))
 
 
 def _outside(tables: dict) -> list:

@@ -26,7 +26,7 @@ ROW_COLUMNS = ("head", "layers", "kind", "lower_layer", "seed", "seeds", "learne
                "condition", "metric", "value", "low", "high", "se", "dof", "seed_se", "example_se", "noise_floor")
 COMPARISON_COLUMNS = ("head", "layers", "kind", "lower_layer", "reference", "reference_layers", "lang", "condition",
                       "metric", "family", "delta", "low", "high", "se", "dof", "p_value", "p_holm", "significant",
-                      "example_only", "same_seeds", "noise_floor", "beyond_floor", "learned")
+                      "example_only", "same_seeds", "noise_floor", "beyond_floor", "debiased_delta", "learned")
 TABLE_METRICS = ("accuracy", "ece", "signed_calibration_error", "smooth_ece", "brier", "nll", "auroc", "aurc")
 
 
@@ -135,7 +135,8 @@ def render_markdown(tables: dict, figures: list) -> str:
         "ECE stands its **noise floor**: the mean ECE of a perfectly calibrated model with the same confidences and "
         f"number of test examples ({config['floor_simulations']} simulations per seed); a significant ECE change "
         "smaller than the floor of either side is marked \"below floor\" and is not called a calibration "
-        "difference. `‡` marks a configuration that did not beat the prior on English dev on every seed: kept in "
+        "difference; `comparisons.csv` also gives each ECE change minus the change of the floor "
+        "(`debiased_delta`), since the floor grows as confidences spread. `‡` marks a configuration that did not beat the prior on English dev on every seed: kept in "
         "the tables, left out of calibration findings. `†` marks a value to which a seed contributes an "
         "anti-informative fit (its logits rank the classes the wrong way round on the dev set the calibrator was "
         "fitted on): a clamp, not a calibration.", "",

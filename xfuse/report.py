@@ -33,7 +33,10 @@ the pre-specified comparisons (each strategy at its lower layer chosen on
 dev-en, scalar_mix, the late top-k) and over the rest of the grid; a
 comparison with a one-seed side is not tested, nor is a calibration metric
 where a side did not learn. A binned-ECE change counts as ``beyond_floor``
-when it is larger than the noise floor of both sides.
+when it is larger than the noise floor of both sides; ``debiased_delta`` is
+the change minus the change of the floor (the floor grows as confidences
+spread, so part of an ECE change between models of different sharpness is
+the floor's).
 
 A configuration has ``learned`` when every seed beat the prior on English dev
 (:func:`xfuse.diagnostics.learned`). Those that did not stay in the tables,
@@ -201,6 +204,8 @@ def _comparisons(job: dict, kept: dict, lang: str) -> list:
             "reference": reference_name, "reference_layers": layers_text(reference), "lang": lang,
             "condition": condition, "metric": name, **test, "same_seeds": same_seeds, "noise_floor": floor,
             "beyond_floor": None if floor is None else bool(abs(test["delta"]) > floor),
+            # the change minus the change of the floor: what the two sides' sharpness alone would not produce
+            "debiased_delta": None if floor is None else test["delta"] - (row["noise_floor"] - ref_row["noise_floor"]),
             "family": "primary" if key in job["primary"] else "grid",
             "learned": row["learned_seeds"] == row["seeds"] and ref_row["learned_seeds"] == ref_row["seeds"]})
 
