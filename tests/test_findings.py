@@ -155,3 +155,29 @@ def test_late_against_early_says_where_the_two_are_not_at_the_same_accuracy():
     tables["not_learned"] = {early: [1]}
     assert "Calibration not compared: a side did not learn on every seed." in late_against_early(tables)[0]
     assert late_against_early(dict(tables, late_against_early=None)) == []
+
+
+def test_late_fusion_is_set_beside_the_seed_ensemble_of_the_best_single_layer():
+    late, early, ensemble = ("late", (5, LAST)), ("aif", (3, LAST)), ("ensemble", (7,))
+    values, comparisons = {}, {}
+    # accuracy and ECE per language (en, de, ja) of the best single layer, its seed ensemble and late fusion
+    for key, accuracy, ece in ((BEST, (0.60, 0.58, 0.56), (0.05, 0.07, 0.09)),
+                               (ensemble, (0.61, 0.58, 0.58), (0.04, 0.06, 0.08)),
+                               (late, (0.62, 0.61, 0.57), (0.02, 0.05, 0.05)), (early, (0.6,) * 3, (0.05,) * 3)):
+        for lang, a, e in zip(LANGUAGES, accuracy, ece):
+            values[(key, lang, "uncalibrated", "accuracy")], values[(key, lang, "uncalibrated", "ece")] = a, e
+    for condition in ("uncalibrated", "zero_shot_ts"):
+        for metric in ("accuracy", "ece"):
+            for lang in LANGUAGES:
+                comparisons[("early_fusion", late, lang, condition, metric)] = {
+                    "delta": 0.0, "significant": False, "example_only": False, "beyond_floor": False, "low": -0.01,
+                    "high": 0.01, "lang": lang}
+    tables = make_tables(values, comparisons=comparisons, late_against_early=(late, early))
+    (line,) = late_against_early(tables)
+    # over the 3 languages: ensemble accuracy +0.010, ECE -0.0100; late +0.020, -0.0300 against the best single layer
+    assert ("against the best single layer (single [7]), averaged over the 3 languages, uncalibrated, averaging two of "
+            "its heads that differ only by seed (the seed ensemble, no fusion) changes accuracy by +0.010 and ECE by "
+            "-0.0100, late fusion (late [5, 12]) accuracy by +0.020 and ECE by -0.0300 (differences of seed means, not "
+            "tested: the ensemble's members share runs).") in line
+    tables["not_learned"] = {ensemble: [2]}
+    assert "ECE by" not in late_against_early(tables)[0].split("the seed ensemble")[1]

@@ -164,7 +164,7 @@ def render_markdown(tables: dict, figures: list) -> str:
         lines += ["None: every run beat the prior on English dev.", ""]
     best = tables["best_lower"]
     shown = [CONSTANT, tables["baseline"], tables["best_single"]] + list(best.values()) + \
-        [key for key in tables["configurations"] if key[0] == "scalar_mix"] + \
+        [key for key in tables["configurations"] if key[0] in ("scalar_mix", "ensemble")] + \
         ([tables["late_top"]] if tables["late_top"] else [])
     shown = list(dict.fromkeys(shown))
     lines += ["## Reference rows and each strategy at its best lower layer", "",
@@ -203,7 +203,8 @@ def render_markdown(tables: dict, figures: list) -> str:
     for reference, title in (("best_single", "the best single layer (chosen on English dev)"),
                              ("last_layer", "the last layer")):
         lines += [f"## Changes against {title}", ""]
-        compared = [key for key in shown if key not in (CONSTANT, tables["references"][reference])]
+        compared = [key for key in shown if key not in (CONSTANT, tables["references"][reference])
+                    and tables["kinds"][key] != "ensemble"]  # the seed ensemble is described, not tested
         for condition in tables["conditions"]:
             lines += [f"### {CONDITION_LABELS[condition].capitalize()}, against {title}", ""]
             body = [[_name(tables, key), lang] + [_delta_cell(comparison(tables, reference, key, lang, condition, m))

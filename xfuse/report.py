@@ -15,7 +15,10 @@ for the findings on the bias term (``positive_rate``).
 Configurations: every trained one of the sweep; **late fusion** (mean of the
 class probabilities of ``single`` heads: the last layer with each lower one,
 and the best ``k`` layers by dev-en loss with ``k`` chosen by the fused
-dev-en loss; :mod:`xfuse.results`); and three **reference rows**:
+dev-en loss; :mod:`xfuse.results`); the **seed ensemble**, its control: the
+best single layer's heads averaged two seeds at a time (seeds ``i`` and
+``i+1``), ensembling without fusion, described but not tested (its members
+share runs); and three **reference rows**:
 
 - ``constant``: the floor, a constant prediction at the English training base rate;
 - the **last layer** (``single`` on layer L, the previous baseline);
@@ -58,7 +61,8 @@ import numpy as np
 from .calibration import METRICS, metric_value, predicted_class, resample_counts, resampled_metrics, top_label
 from .errors import XfuseError
 from .fewshot import DEFAULT_KS, few_shot_ts
-from .results import constant_member, fused_dev_en_loss, late_fusion, load_sweep, recorded_recipe, train_base_rate
+from .results import (constant_member, fused_dev_en_loss, late_fusion, load_sweep, recorded_recipe, seed_ensemble,
+                      train_base_rate)
 from .sweep import sweep_paths
 from .statistics import ece_noise_floor, holm, paired_seed_test, seed_interval
 from .temperature import logit_difference_probabilities
@@ -74,6 +78,7 @@ FUSION_HEADS = ("dlfa", "aif", "concat", "mean")
 BIAS_AGAINST_TEMPERATURE = (("zero_shot_bias", "zero_shot_ts"), ("oracle_bias", "oracle_ts"))
 CONSTANT = ("constant", ())
 POOLED = "outside-en"  # the rows and comparisons of the mean over the non-English test languages
+ENSEMBLE_SIZE = 2  # heads per seed ensemble, as many as late fusion's pairs average
 
 
 @dataclass(frozen=True)
@@ -211,7 +216,7 @@ def _comparisons(job: dict, kept: dict, lang: str) -> list:
 
     for reference_name, reference in job["references"].items():
         for key, members in job["configurations"].items():
-            if key in (reference, CONSTANT):
+            if key in (reference, CONSTANT) or job["kinds"][key] == "ensemble":  # its members share runs: not tested
                 continue
             # late fusion of a reference's own runs: the same runs seed by seed on both sides
             same_seeds = (job["kinds"][key] == "late" and reference[0] == "single" and reference[1][0] in key[1]
@@ -291,6 +296,9 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
     every = dict(configurations)
     for key, members in late.items():
         every[key], kinds[key] = members, "late"
+    ensemble = seed_ensemble(configurations[best_single], ENSEMBLE_SIZE, base_rate, conditions)
+    if ensemble:  # late fusion's ensembling without its layers: the best single layer's heads, two seeds at a time
+        every[("ensemble", best_single[1])], kinds[("ensemble", best_single[1])] = ensemble, "ensemble"
     every[CONSTANT], kinds[CONSTANT] = [constant_member(some_member, base_rate, conditions)], "reference"
     for key in every:
         dev_en_loss.setdefault(key, float(np.mean([m.dev_en_loss for m in every[key]])))

@@ -6,7 +6,7 @@ and condition the calibration map on the logit difference,
 ``P(y = 1) = sigmoid(slope (z1 - z0) + bias)`` (uncalibrated ``(1, 0)``,
 temperature scaling ``(1 / T, 0)``, temperature plus bias the fitted pair).
 
-Three kinds of configuration:
+Four kinds of configuration:
 
 - ``trained``: a sweep task's runs, read from ``results/<task>/``. A result
   whose ``config.json`` does not match the plan (another head, layers, seed,
@@ -17,6 +17,9 @@ Three kinds of configuration:
   single heads of seed ``s``; its "logits" are ``(0, logit p)`` so that
   temperature scaling and temperature plus bias are fitted on its dev sets
   exactly as train-heads fits them on a head's logits.
+- ``ensemble``: the control of late fusion's ensembling, heads of one layer
+  that differ only by seed averaged as late fusion averages layers
+  (:func:`seed_ensemble`); no new training.
 - ``constant``: the floor, a constant prediction at the English training base
   rate (one member; calibration leaves it unchanged).
 
@@ -32,6 +35,7 @@ Usage::
     late = late_fusion([configurations[("single", (4,))], configurations[("single", (12,))]], base_rate, conditions)
 """
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,6 +268,25 @@ def late_fusion(layer_members: list, base_rate: float, conditions: tuple) -> lis
         fused.append(Member(seed=seed, parts=parts, calibrations=maps, valid=valid, dev_en_loss=facts["loss"],
                             learned=facts, zero_shot_temperature=temperatures[0]))
     return fused
+
+
+def seed_ensemble(members: list, size: int, base_rate: float, conditions: tuple) -> list:
+    """Ensembles of ``size`` heads of one configuration that differ only by seed: late fusion without the layers.
+
+    Member ``i`` averages the class probabilities of the runs of seeds ``i, i+1, ...,
+    i+size-1`` (in seed order, wrapping around) and carries seed ``i``'s
+    number; fitted and marked ``learned`` as :func:`late_fusion` does. The
+    control for late fusion's ensembling. Neighbouring members share runs, so
+    they are not independent replicates: the report describes them and tests
+    nothing on them. Needs more seeds than ``size`` (with as many, every member
+    would be the same ensemble).
+    """
+    ordered = sorted(members, key=lambda member: member.seed)
+    if size < 2 or len(ordered) <= size:
+        return []
+    shifted = [[dataclasses.replace(ordered[(i + j) % len(ordered)], seed=ordered[i].seed) for i in range(len(ordered))]
+               for j in range(size)]
+    return late_fusion(shifted, base_rate, conditions)
 
 
 def constant_member(template: Member, base_rate: float, conditions: tuple) -> Member:
