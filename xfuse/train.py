@@ -66,7 +66,7 @@ import numpy as np
 import torch
 from scipy.special import softmax
 
-from .calibration import DEFAULT_BINS, calibration_summary
+from .calibration import DEFAULT_BINS, calibration_summary, predicted_class
 from .data import validate_languages
 from .errors import XfuseError
 from .features import FeatureStore
@@ -300,7 +300,8 @@ def _train_and_score(config, store, layers, head, languages, reader, started, lo
         dev_logits = predict(head, calibration, config.batch_size)
         dev_loss = _loss(dev_logits, calibration.labels)
         curve.append({"epoch": epoch + 1, "train_loss": sum(losses) / len(train), "dev_en_loss": dev_loss,
-                      "dev_en_accuracy": float((dev_logits.argmax(1) == calibration.labels).mean())})
+                      "dev_en_accuracy": float((predicted_class(softmax(dev_logits, axis=1)[:, 1])
+                                                == calibration.labels).mean())})  # the one tie rule
         log(f"epoch {epoch + 1}: train loss {curve[-1]['train_loss']:.4f}, dev-en loss {dev_loss:.4f}, "
             f"accuracy {curve[-1]['dev_en_accuracy']:.3f}")
         if dev_loss < best[0]:
