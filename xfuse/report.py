@@ -256,7 +256,7 @@ def pooled_rows(job: dict, kept_by_lang: dict) -> tuple:
     if not languages:
         return [], []
     rows, kept = [], {}
-    for (key, condition, name), (_, _, first) in kept_by_lang[languages[0]].items():
+    for key, condition, name in kept_by_lang[languages[0]]:
         entries = [kept_by_lang[lang][(key, condition, name)] for lang in languages]
         values = np.mean([entry[0] for entry in entries], axis=0)  # (S,)
         resampled = np.mean([entry[1] for entry in entries], axis=0)  # (R, S)
@@ -354,8 +354,8 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
             continue  # a side with one seed (or an undefined metric): no seed-level test
         if row["metric"] in CALIBRATION_METRICS and not row["learned"]:
             continue  # calibration of a run at the prior is calibration by construction: not tested
-        pooled = row["lang"] == POOLED  # the mean outside English: its own families, beside the per-language ones
-        families.setdefault((pooled, row["family"], row["reference"], row["metric"], row["condition"]),
+        is_pooled = row["lang"] == POOLED  # the mean outside English: its own families, beside the per-language ones
+        families.setdefault((is_pooled, row["family"], row["reference"], row["metric"], row["condition"]),
                             []).append(index)
     for positions in families.values():
         for position, adjusted in zip(positions, holm([comparisons[i]["p_value"] for i in positions])):
