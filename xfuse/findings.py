@@ -87,6 +87,12 @@ def _pooled_change(tables, reference, key, metric, condition) -> str:
                else ""))
 
 
+def _beyond_floor_counts(rows: list) -> tuple:
+    """(lower, higher): the comparisons significant and larger than the noise floor, by the sign of the change."""
+    called = [row for row in rows if row["significant"] and row["beyond_floor"]]
+    return sum(row["delta"] < 0 for row in called), sum(row["delta"] > 0 for row in called)
+
+
 def _outside(tables: dict) -> list:
     return [lang for lang in tables["languages"] if lang != "en"]
 
@@ -165,25 +171,22 @@ def _main_findings(tables: dict) -> list:
                     lines.append(f"- Across the grid, against {name}, {words}: no calibration comparison, as "
                                  f"{label(tables['references'][reference])} did not learn on every seed.")
                     continue
-                rows = [row for row in tables["comparisons"] if row["reference"] == reference and row["metric"] == "ece"
-                        and row["condition"] == condition and row["learned"] and row["kind"] != "reference"
-                        and row["lang"] != POOLED]
-                lower = sum(r["significant"] and r["beyond_floor"] and r["delta"] < 0 for r in rows)
-                higher = sum(r["significant"] and r["beyond_floor"] and r["delta"] > 0 for r in rows)
+                tested = [row for row in tables["comparisons"] if row["reference"] == reference
+                          and row["metric"] == "ece" and row["condition"] == condition and row["learned"]
+                          and row["kind"] != "reference"]
+                rows = [row for row in tested if row["lang"] != POOLED]
+                pooled = [row for row in tested if row["lang"] == POOLED]
+                lower, higher = _beyond_floor_counts(rows)
                 small = sum(r["significant"] and not r["beyond_floor"] for r in rows)
                 sentence = (f"- Across the grid, against {name}, {words}: of {len(rows)} comparisons of learned "
                             f"configurations (configuration x language; Holm within the pre-specified comparisons "
                             f"and within the rest of the grid), ECE is significantly lower by more than the noise "
                             f"floor in {lower}, significantly higher by more than it in {higher}; {small} more are "
                             "significant but smaller than the floor.")
-                pooled = [row for row in tables["comparisons"] if row["reference"] == reference and row["metric"] == "ece"
-                          and row["condition"] == condition and row["learned"] and row["kind"] != "reference"
-                          and row["lang"] == POOLED]
                 if pooled:
+                    lower, higher = _beyond_floor_counts(pooled)
                     sentence += (f" Averaged outside English ({len(pooled)} learned configurations, Holm as "
-                                 f"above within these), lower by more than the floor in "
-                                 f"{sum(r['significant'] and r['beyond_floor'] and r['delta'] < 0 for r in pooled)}, "
-                                 f"higher in {sum(r['significant'] and r['beyond_floor'] and r['delta'] > 0 for r in pooled)}.")
+                                 f"above within these), lower by more than the floor in {lower}, higher in {higher}.")
                 lines.append(sentence)
     if "signed_calibration_error" in metrics:
         outside = [lang for lang in languages if lang != "en"]
