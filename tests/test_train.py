@@ -152,12 +152,24 @@ def test_weight_decay_can_spare_one_dimensional_parameters():
 
     head = build_head("scalar_mix", 8, 3)
     spared = make_optimizer(head, TrainConfig(store="x", decay_all=False))
-    decayed, free = spared.param_groups
-    assert decayed["weight_decay"] == 0.01 and free["weight_decay"] == 0.0
+    decayed, free, mixing = spared.param_groups
+    assert decayed["weight_decay"] == 0.01 and free["weight_decay"] == 0.0 and mixing["weight_decay"] == 0.0
     assert all(p.ndim >= 2 for p in decayed["params"]) and all(p.ndim < 2 for p in free["params"])
-    assert any(p is head.weights for p in free["params"]) and any(p is head.gamma for p in free["params"])
-    (everything,) = make_optimizer(head, TrainConfig(store="x", decay_all=True)).param_groups
-    assert len(everything["params"]) == len(list(head.parameters()))
+    assert mixing["params"] == [head.weights] and any(p is head.gamma for p in free["params"])
+    everything, mixing = make_optimizer(head, TrainConfig(store="x", decay_all=True)).param_groups
+    assert len(everything["params"]) + 1 == len(list(head.parameters())) and mixing["weight_decay"] == 0.01
+
+
+def test_the_scalar_mix_weights_learn_at_their_own_rate():
+    from xfuse.heads import build_head
+    from xfuse.train import make_optimizer
+
+    optimizer = make_optimizer(build_head("scalar_mix", 8, 3), TrainConfig(store="x", mix_lr_factor=20))
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([5e-4, 5e-4, 1e-2])
+    (matrices, vectors) = make_optimizer(build_head("single", 8, 1), TrainConfig(store="x", mix_lr_factor=20)).param_groups
+    assert matrices["lr"] == vectors["lr"] == 5e-4  # no mixing weights, no third group
+    with pytest.raises(XfuseError, match=r"--mix-lr-factor: expected a number > 0, got 0"):
+        TrainConfig(store="x", mix_lr_factor=0).resolved()
 
 
 def test_min_epochs_standardize_and_the_recorded_diagnostics(tiny_store, tmp_path):
@@ -255,3 +267,15 @@ def test_learned_is_false_on_features_without_signal_and_true_with(outlier_store
         verdicts[name] = json.loads((train_heads(config, log=lambda line: None) / "metrics.json").read_text())["learned"]
     assert verdicts["signal"]["learned"] and not verdicts["noise"]["learned"]
     assert verdicts["noise"]["loss_minus_prior_interval"][1] > 0 or not verdicts["noise"]["beats_majority_rate"]
+
+
+def test_a_scalar_mix_curve_records_its_layer_shares_and_they_move_faster_at_a_higher_mix_rate(tiny_store, tmp_path):
+    def shares(factor):
+        result = run(tiny_store, tmp_path / str(factor), head="scalar_mix", layers="all", mix_lr_factor=factor,
+                     n_resamples=0, patience=2, min_epochs=2)
+        return np.array([entry["mix_shares"] for entry in json.loads((result / "curve.json").read_text())])
+
+    slow, fast = shares(1.0), shares(50.0)
+    assert slow.shape == fast.shape == (2, 3) and np.allclose(slow.sum(1), 1) and np.allclose(fast.sum(1), 1)
+    distance = lambda table: np.abs(table[-1] - 1 / 3).max()  # from the equal shares it starts at
+    assert distance(fast) > 5 * distance(slow) > 0

@@ -140,9 +140,11 @@ def verify(store, cache_dir, quiet):
                    "head's layers (train-en statistics, saved with the run).")
 @click.option("--decay-all/--no-decay-1d", default=False, show_default=True,
               help="Weight decay on every parameter, or not on 1-D ones (biases, norms, mixing weights).")
+@click.option("--mix-lr-factor", type=float, default=1.0, show_default=True,
+              help="scalar_mix: its layer weights learn at this multiple of --lr.")
 def train_heads(layers, head, seed, store, cache_dir, pooling, max_epochs, patience, batch_size, learning_rate,
                 bins, n_resamples, out, device, threads, memory_mb, window_pairs, label_smoothing, min_epochs, schedule,
-                warmup_epochs, standardize, decay_all):
+                warmup_epochs, standardize, decay_all, mix_lr_factor):
     """Train a head on cached features; score it per language before and after temperature scaling."""
     from .features import find_store
     from .train import TrainConfig, train_heads as run_train
@@ -152,7 +154,8 @@ def train_heads(layers, head, seed, store, cache_dir, pooling, max_epochs, patie
                          learning_rate=learning_rate, bins=bins, n_resamples=n_resamples, out=out, device=device,
                          threads=threads, memory_mb=memory_mb, window_pairs=window_pairs,
                          label_smoothing=label_smoothing, min_epochs=min_epochs, schedule=schedule,
-                         warmup_epochs=warmup_epochs, standardize=standardize, decay_all=decay_all)
+                         warmup_epochs=warmup_epochs, standardize=standardize, decay_all=decay_all,
+                         mix_lr_factor=mix_lr_factor)
     run_train(config)
 
 

@@ -41,7 +41,7 @@ A run writes one directory, atomically (built as ``.tmp-*`` and renamed)::
         metrics.json       per language: "uncalibrated", "zero_shot_ts", "oracle_ts", "zero_shot_bias",
                            "oracle_bias" (each metric with a bootstrap 95% interval), the fits, epochs
         predictions.npz    per part: ids, labels and logits (for paired tests later)
-        curve.json         per epoch: training loss, dev-en loss and accuracy
+        curve.json         per epoch: training loss, dev-en loss and accuracy (scalar_mix: its layer shares)
         standardizer.npz   unless standardize="none": the train-en mean, std and the divisor used, per layer and channel
 
 Usage::
@@ -70,7 +70,7 @@ from .calibration import DEFAULT_BINS, calibration_summary, predicted_class
 from .data import validate_languages
 from .errors import XfuseError
 from .features import FeatureStore
-from .heads import HeadConfig, build_head
+from .heads import HeadConfig, ScalarMixHead, build_head
 from .layers import parse_layers
 from .loader import PartReader, memory_bytes
 from .diagnostics import learned, prediction_profile, stopping
@@ -116,6 +116,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs (schedules other than constant)
     standardize: str = "median"  # none, unit or median: see feature_scaling; train-en statistics
     decay_all: bool = False  # True: weight decay on every parameter; False: not on 1-D ones (biases, norms, mixing weights)
+    mix_lr_factor: float = 1.0  # scalar_mix: its layer weights learn at this multiple of learning_rate
 
     def resolved(self) -> "TrainConfig":
         """Device and threads as they will be used."""
@@ -134,6 +135,8 @@ class TrainConfig:
             raise XfuseError(f"--warmup-epochs: expected a number in [0, {self.max_epochs}], got {self.warmup_epochs}")
         if self.min_epochs < 0:
             raise XfuseError(f"--min-epochs: expected an integer >= 0, got {self.min_epochs}")
+        if not self.mix_lr_factor > 0:
+            raise XfuseError(f"--mix-lr-factor: expected a number > 0, got {self.mix_lr_factor}")
         return dataclasses.replace(self, device=resolve_device(self.device), standardize=standardize,
                                    threads=int(self.threads) or default_threads())
 
@@ -180,13 +183,22 @@ def make_optimizer(head, config: "TrainConfig") -> torch.optim.Optimizer:
 
     With ``decay_all=False``, 1-D parameters (biases, LayerNorm scales, the
     scalar mix's weights and gamma, attention query vectors) get no weight decay.
+    The scalar mix's layer weights (``head.weights`` of ``scalar_mix``) form a
+    group of their own, without weight decay, at ``mix_lr_factor`` times the
+    learning rate: under Adam a parameter moves by about the rate per step, so
+    at 5e-4 the softmax over 13 layers can move its logits by at most about
+    0.07 an epoch and stays near equal shares for tens of epochs.
     """
-    parameters = list(head.parameters())
+    mixing = [head.weights] if isinstance(head, ScalarMixHead) else []
+    parameters = [p for p in head.parameters() if not any(p is m for m in mixing)]
     if config.decay_all:
         groups = [{"params": parameters, "weight_decay": config.weight_decay}]
     else:
         groups = [{"params": [p for p in parameters if p.ndim >= 2], "weight_decay": config.weight_decay},
                   {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0}]
+    if mixing:
+        groups.append({"params": mixing, "weight_decay": config.weight_decay if config.decay_all else 0.0,
+                       "lr": config.learning_rate * config.mix_lr_factor})
     return torch.optim.AdamW(groups, lr=config.learning_rate, fused=True)
 
 
@@ -302,6 +314,8 @@ def _train_and_score(config, store, layers, head, languages, reader, started, lo
         curve.append({"epoch": epoch + 1, "train_loss": sum(losses) / len(train), "dev_en_loss": dev_loss,
                       "dev_en_accuracy": float((predicted_class(softmax(dev_logits, axis=1)[:, 1])
                                                 == calibration.labels).mean())})  # the one tie rule
+        if isinstance(head, ScalarMixHead):
+            curve[-1]["mix_shares"] = torch.softmax(head.weights.detach(), dim=0).cpu().tolist()  # per layer read
         log(f"epoch {epoch + 1}: train loss {curve[-1]['train_loss']:.4f}, dev-en loss {dev_loss:.4f}, "
             f"accuracy {curve[-1]['dev_en_accuracy']:.3f}")
         if dev_loss < best[0]:
