@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from xfuse.errors import XfuseError
 from xfuse.extract import ExtractConfig, extract
@@ -47,6 +48,8 @@ def test_result_directory_holds_config_metrics_predictions_and_curve(tiny_store,
     assert predictions["test-de/logits"].shape == (len(predictions["test-de/ids"]), 2)
     assert "dev-ja/logits" in predictions and "train-en/logits" not in predictions
     assert len(json.loads((result / "curve.json").read_text())) in (1, 2)
+    assert metrics["machine"]["processor"] and metrics["machine"]["torch"] == torch.__version__
+    assert (metrics["machine"]["gpu"] is None) == (metrics["device"] == "cpu")
     assert not list(result.parent.glob(".tmp-*"))
 
 

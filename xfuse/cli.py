@@ -111,7 +111,7 @@ def verify(store, cache_dir, quiet):
 @click.option("--cache-dir", default=lambda: os.environ.get(CACHE_ENV, "cache"), show_default=f"${CACHE_ENV} or ./cache")
 @click.option("--pooling", type=click.Choice(["attention", "first", "mean"]), default="attention", show_default=True,
               help="How a layer's tokens become one vector: a learned query, the first token, or their mean.")
-@click.option("--epochs", "max_epochs", type=int, default=40, show_default=True, help="At most this many epochs.")
+@click.option("--epochs", "max_epochs", type=int, default=60, show_default=True, help="At most this many epochs.")
 @click.option("--patience", type=int, default=5, show_default=True, help="Stop after this many epochs without a better dev-en loss.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", "learning_rate", type=float, default=5e-4, show_default=True, help="AdamW learning rate (constant unless --schedule).")
@@ -140,7 +140,7 @@ def verify(store, cache_dir, quiet):
                    "head's layers (train-en statistics, saved with the run).")
 @click.option("--decay-all/--no-decay-1d", default=False, show_default=True,
               help="Weight decay on every parameter, or not on 1-D ones (biases, norms, mixing weights).")
-@click.option("--mix-lr-factor", type=float, default=1.0, show_default=True,
+@click.option("--mix-lr-factor", type=float, default=10.0, show_default=True,
               help="scalar_mix: its layer weights learn at this multiple of --lr.")
 def train_heads(layers, head, seed, store, cache_dir, pooling, max_epochs, patience, batch_size, learning_rate,
                 bins, n_resamples, out, device, threads, memory_mb, window_pairs, label_smoothing, min_epochs, schedule,
