@@ -244,7 +244,8 @@ def default_threads(workers: int = 1) -> int:
 
 def machine(device: str) -> dict:
     """What the arithmetic ran on: the same seed and threads give bit-identical runs on the same processor and
-    torch, and runs that differ in the last bits elsewhere (about 1e-8 in the dev-en loss, seen between two CPUs)."""
+    torch; on another CPU model they differ in the last bits from the first epoch (seen between two CPUs: 3e-9 to
+    7e-7 in the first dev-en loss), which training can amplify (0.005 after 20 epochs of ``aif``)."""
     processor = platform.processor()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
