@@ -22,7 +22,7 @@ statistics (``standardize="median"``, see :func:`feature_scaling`; saved
 with the run), AdamW at a constant 5e-4 with weight decay 0.01 on matrices
 only (``decay_all=False``: none on biases, norms and mixing weights), the
 scalar mix's layer weights at 10 times the rate (``mix_lr_factor``: at the
-common rate they stay near equal shares for tens of epochs), at most 60
+common rate they stayed near equal shares for over 20 epochs), at most 60
 epochs, early stopping after 5 epochs without a lower dev-en NLL at epoch
 20 or later (``min_epochs``: some heads sit at the prior for up to 15 epochs
 before they learn). With a constant rate a run that patience stopped
@@ -190,7 +190,7 @@ def make_optimizer(head, config: "TrainConfig") -> torch.optim.Optimizer:
     group of their own, without weight decay, at ``mix_lr_factor`` times the
     learning rate: under Adam a parameter moves by about the rate per step, so
     at 5e-4 the softmax over 13 layers can move its logits by at most about
-    0.07 an epoch and stays near equal shares for tens of epochs.
+    0.07 an epoch (seen: every share within 0.063 to 0.094 for 20 epochs).
     """
     mixing = [head.weights] if isinstance(head, ScalarMixHead) else []
     parameters = [p for p in head.parameters() if not any(p is m for m in mixing)]
