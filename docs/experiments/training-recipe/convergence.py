@@ -89,10 +89,14 @@ def default_note(settings: dict) -> str:
     defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
     differences = [f"{key} {settings[key]} (default {defaults[key]})" for key in sorted(settings)
                    if key in defaults and key not in ("n_resamples", "bins") and settings[key] != defaults[key]]
-    return ("This recipe is today's default of `xfuse train-heads` (apart from `n_resamples`; the runs are on the "
+    predates = [f"{key} (today's default {defaults[key]})" for key in sorted(defaults)
+                if key not in settings and key not in ("store", "layers", "head", "seed", "languages", "out", "device",
+                                                         "memory_mb", "threads")]
+    note = ("This recipe is today's default of `xfuse train-heads` (apart from `n_resamples`; the runs are on the "
             "CPU with the threads recorded in each `config.json`, one per task of a two-worker local sweep, and "
             "results depend on the thread count)." if not differences
             else "This recipe is **not** today's default of `xfuse train-heads`: " + "; ".join(differences) + ".")
+    return note + (" Its plan predates these settings: " + "; ".join(predates) + "." if predates else "")
 
 
 def _row(default_result: Path, reference_result: Path) -> dict:
