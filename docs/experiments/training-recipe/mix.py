@@ -19,19 +19,12 @@ import math
 import sys
 from pathlib import Path
 
+from rules import select  # beside this script: the stopping rule read off a whole curve
+
 ONSET = 0.01
 EPOCHS_SHOWN = (1, 5, 10, 20)
-
-
-def _select(losses: list, patience: int = 5, min_epochs: int = 20, cap: int = 60) -> tuple:
-    """(epoch, loss) the default's stopping rule selects from a whole curve (1-based epoch)."""
-    best, best_epoch = math.inf, 0
-    for epoch, loss in enumerate(losses[:cap], start=1):
-        if loss < best:
-            best, best_epoch = loss, epoch
-        elif epoch >= min_epochs and epoch - best_epoch >= patience:
-            break
-    return best_epoch, best
+DEFAULT_RULE = {"patience": 5, "min_epochs": 20}
+CAP = 60  # the default's epoch cap
 
 
 def _shares(entry: dict) -> str:
@@ -56,7 +49,7 @@ def rows(root: Path):
         onset = next((epoch for epoch, loss in enumerate(losses, 1) if loss <= prior - ONSET), None)
         below = next((epoch for epoch in range(1, len(losses) + 1) if all(loss < prior for loss in losses[epoch - 1:])),
                      None)
-        selected_epoch, selected = _select(losses)
+        _, selected_epoch, selected, _ = select(losses[:CAP], **DEFAULT_RULE)
         seed = json.loads((result / "config.json").read_text())["train"]["seed"]
         shown = [curve[epoch - 1] for epoch in EPOCHS_SHOWN if epoch <= len(curve)] + [curve[-1]]
         yield (f"{factor:g}", seed, "convergence-m20 reference" if factor == 1.0 and "mix-lr" not in str(result) else result.parent.parent.name, len(losses), best_epoch, losses[best_epoch - 1], prior,
