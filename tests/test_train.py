@@ -2,6 +2,7 @@
 on a synthetic task with outlier channels."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,6 +51,9 @@ def test_result_directory_holds_config_metrics_predictions_and_curve(tiny_store,
     assert len(json.loads((result / "curve.json").read_text())) in (1, 2)
     assert metrics["machine"]["processor"] and metrics["machine"]["torch"] == torch.__version__
     assert (metrics["machine"]["gpu"] is None) == (metrics["device"] == "cpu")
+    assert metrics["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    if Path("/proc/cpuinfo").exists():  # family, model and stepping tell CPU models apart where the name does not
+        assert {"vendor", "family", "model", "stepping"} <= set(metrics["machine"]["cpu"])
     assert not list(result.parent.glob(".tmp-*"))
 
 

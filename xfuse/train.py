@@ -245,16 +245,29 @@ def default_threads(workers: int = 1) -> int:
 def machine(device: str) -> dict:
     """What the arithmetic ran on: the same seed and threads give bit-identical runs on the same processor and
     torch; on another CPU model they differ in the last bits from the first epoch (seen between two CPUs: 3e-9 to
-    7e-7 in the first dev-en loss), which training can amplify (0.005 after 20 epochs of ``aif``)."""
-    processor = platform.processor()
+    7e-7 in the first dev-en loss), which training can amplify (0.005 after 20 epochs of ``aif``).
+
+    ``processor`` is the model name, which under a hypervisor can be as vague as ``AMD EPYC``; ``cpu`` adds what
+    tells models apart (vendor, family, model, stepping from ``/proc/cpuinfo``) and ``cpu_capability`` the vector
+    instruction set torch's kernels dispatch to (``AVX512``, ``AVX2``, ...), which decides the summation order."""
+    processor, cpu = platform.processor(), {}
+    fields = {"vendor_id": "vendor", "cpu family": "family", "model": "model", "stepping": "stepping",
+              "model name": "name"}
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            processor = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
-                             processor)
+            for line in cpuinfo:
+                if not line.strip():
+                    break  # the first processor's block is enough: a machine's cores are of one model
+                key, _, value = line.partition(":")
+                if key.strip() in fields:
+                    cpu[fields[key.strip()]] = value.strip()
     except OSError:  # not on Linux
         pass
+    processor = cpu.pop("name", processor)
+    capability = torch.backends.cpu.get_cpu_capability()
     gpu = torch.cuda.get_device_name() if device == "cuda" else None
-    return {"processor": processor, "torch": torch.__version__, "gpu": gpu}
+    return {"processor": processor, "cpu": cpu, "cpu_capability": capability, "torch": torch.__version__,
+            "gpu": gpu}
 
 
 def _loss(logits: np.ndarray, labels: np.ndarray) -> float:
