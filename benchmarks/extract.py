@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xfuse.data import read_pairs
-from xfuse.encoders import load_encoder
-from xfuse.extract import ExtractConfig, collate, extract, length_buckets
+from xfuse.features.data import read_pairs
+from xfuse.features.encoders import load_encoder
+from xfuse.features.extract import ExtractConfig, collate, extract, length_buckets
 
 MBERT_SHAPE = dict(vocab_size=119547, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                    intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2)

@@ -46,4 +46,4 @@ with FeatureStore(Path(sys.argv[1]) / "store").part("train", "en") as part:
                    and np.array_equal(x.pairs, y.pairs) for x, y in zip(*epochs))  # batches compared as they come
         print(f"loader on cuda equals loader on cpu ({'whole part' if readers[1].resident else 'windows'}): {same}")
 PY
-python3 -m pytest -q -p no:cacheprovider tests/test_loader.py
+python3 -m pytest -q -p no:cacheprovider tests/heads/test_loader.py

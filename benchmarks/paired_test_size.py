@@ -1,7 +1,7 @@
-"""The size and power of xfuse's seed-level paired test (xfuse.statistics), by simulation.
+"""The size and power of xfuse's seed-level paired test (xfuse.report.statistics), by simulation.
 
 A simulated "training seed" rescales and shifts the true logit and adds per-example noise (as in
-tests/test_statistics.py); every replicate draws a new test set of 300 examples and new seeds. Scenarios:
+tests/report/test_statistics.py); every replicate draws a new test set of 300 examples and new seeds. Scenarios:
 
 - null, 3 and 5 seeds a side: both configurations are the same model; the rejection rate is the test's size;
 - shift, 3 seeds a side: the second configuration's seeds are sharper (logit scale 1.8 instead of 1.3), the same
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from scipy.special import expit, logit
 
-from xfuse import calibration as cal
-from xfuse.statistics import paired_seed_test
+from xfuse.calibration import metrics as cal
+from xfuse.report.statistics import paired_seed_test
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_statistics import rejection_rates  # noqa: E402  the same simulation as the test

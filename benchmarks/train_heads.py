@@ -5,7 +5,7 @@ read every needed layer of a part into memory first, then built each batch
 pair by pair and layer by layer in Python, and ran AIF's pointwise maps as
 ``Conv1d`` over transposed tensors and scalar_mix as a Python sum, with AdamW's
 per-parameter loop. xfuse's loop reads through
-:class:`xfuse.loader.PartReader` (bounded memory, one gather and one cast per
+:class:`xfuse.heads.loader.PartReader` (bounded memory, one gather and one cast per
 batch), with its heads and its optimizer (fused AdamW) as they are now, and
 the features standardized as ``xfuse train-heads`` does by default (the
 previous loop did not standardize; computing the train-en statistics is
@@ -37,11 +37,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from xfuse.features import FeatureStore, find_store
-from xfuse.heads import AIFHead, HeadConfig, ScalarMixHead, build_head
-from xfuse.layers import parse_layers
-from xfuse.loader import PartReader
-from xfuse.train import TrainConfig, default_threads, feature_scaling, make_optimizer, resolve_device
+from xfuse.features.store import FeatureStore, find_store
+from xfuse.heads.modules import AIFHead, HeadConfig, ScalarMixHead, build_head
+from xfuse.features.layers import parse_layers
+from xfuse.heads.loader import PartReader
+from xfuse.heads.train import TrainConfig, default_threads, feature_scaling, make_optimizer, resolve_device
 
 HEADS = ("single", "dlfa", "aif", "concat", "mean", "scalar_mix")
 

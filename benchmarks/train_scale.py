@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from xfuse.features import FORMAT, FeatureStore, shards_dir, write_part, write_shard, write_store_settings
-from xfuse.hashing import config_fingerprint
+from xfuse.features.store import FORMAT, FeatureStore, shards_dir, write_part, write_shard, write_store_settings
+from xfuse.features.hashing import config_fingerprint
 
 HIDDEN, DEPTH, STORED = 768, 12, (0, 4, 8, 12)
 SHARD_PAIRS = 256
@@ -98,10 +98,10 @@ def run_one(store_dir: Path, head: str, layers: str, steps: int, batch_size: int
     """In this process: train ``steps`` batches, then predict over test-de; times, rates, peak memory."""
     import torch
 
-    from xfuse.heads import build_head
-    from xfuse.layers import parse_layers
-    from xfuse.loader import PartReader
-    from xfuse.train import default_threads, predict
+    from xfuse.heads.modules import build_head
+    from xfuse.features.layers import parse_layers
+    from xfuse.heads.loader import PartReader
+    from xfuse.heads.train import default_threads, predict
 
     torch.set_num_threads(default_threads())
     store = FeatureStore(store_dir)
@@ -141,7 +141,7 @@ def run_one(store_dir: Path, head: str, layers: str, steps: int, batch_size: int
 
 def run_train_heads(store_dir: Path, head: str, layers: str, memory_mb: float, out: Path) -> dict:
     """In this process: xfuse's train_heads for one epoch; seconds and peak memory."""
-    from xfuse.train import TrainConfig, train_heads
+    from xfuse.heads.train import TrainConfig, train_heads
 
     config = TrainConfig(store=str(store_dir), head=head, layers=layers, max_epochs=1, min_epochs=0,
                          n_resamples=200, memory_mb=memory_mb, out=str(out))

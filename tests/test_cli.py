@@ -104,7 +104,7 @@ def test_train_heads_defaults_are_the_train_config_defaults():
     import dataclasses
 
     from xfuse.cli import cli
-    from xfuse.train import TrainConfig
+    from xfuse.heads.train import TrainConfig
 
     fields = {field.name: field.default for field in dataclasses.fields(TrainConfig) if field.name != "store"}
     options = {param.name: param.default for param in cli.commands["train-heads"].params if param.name in fields}

@@ -59,8 +59,8 @@ def write_feature_store(store_dir: Path, parts: dict, num_hidden_layers: int) ->
     """
     import numpy as np
 
-    from xfuse.features import FORMAT, shards_dir, write_part, write_shard, write_store_settings
-    from xfuse.hashing import config_fingerprint
+    from xfuse.features.store import FORMAT, shards_dir, write_part, write_shard, write_store_settings
+    from xfuse.features.hashing import config_fingerprint
 
     layers = list(range(num_hidden_layers + 1))
     hidden = next(iter(parts.values()))[0].shape[2]

@@ -1,3 +1,3 @@
-from .cli import main
+from xfuse.cli import main
 
 main()

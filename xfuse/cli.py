@@ -15,9 +15,9 @@ from pathlib import Path
 
 import click
 
-from .data import LANGUAGES
-from .encoders import DEFAULT_ENCODER
-from .errors import XfuseError
+from xfuse.features.data import LANGUAGES
+from xfuse.features.encoders import DEFAULT_ENCODER
+from xfuse.errors import XfuseError
 
 CACHE_ENV = "XFUSE_CACHE_DIR"
 
@@ -66,7 +66,7 @@ def cli():
 def extract(split, langs, encoder, max_length, layers, dtype, batch_size, shard_size, device, prefix, data_dir,
             cache_dir, out, same_family, verify, quiet):
     """Cache every layer's token features of a frozen encoder over PAWS-X to HDF5."""
-    from .extract import ExtractConfig, extract as run_extract
+    from xfuse.features.extract import ExtractConfig, extract as run_extract
 
     config = ExtractConfig(encoder=encoder, split=split, languages=_comma_list(langs), max_length=max_length,
                            layers=layers, dtype=dtype, batch_size=batch_size, shard_size=shard_size, device=device,
@@ -84,7 +84,7 @@ def extract(split, langs, encoder, max_length, layers, dtype, batch_size, shard_
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def verify(store, cache_dir, quiet):
     """Check every shard of a features store against its recorded size and sha256; ok or damaged, per part."""
-    from .features import find_store, verify_store
+    from xfuse.features.store import find_store, verify_store
 
     store_dir = Path(store) if store else find_store(cache_dir)
     results = verify_store(store_dir, progress=not quiet)
@@ -146,8 +146,8 @@ def train_heads(layers, head, seed, store, cache_dir, pooling, max_epochs, patie
                 bins, n_resamples, out, device, threads, memory_mb, window_pairs, label_smoothing, min_epochs, schedule,
                 warmup_epochs, standardize, decay_all, mix_lr_factor):
     """Train a head on cached features; score it per language before and after temperature scaling."""
-    from .features import find_store
-    from .train import TrainConfig, train_heads as run_train
+    from xfuse.features.store import find_store
+    from xfuse.heads.train import TrainConfig, train_heads as run_train
 
     config = TrainConfig(store=str(store or find_store(cache_dir)), layers=layers, head=head, seed=seed, pooling=pooling,
                          max_epochs=max_epochs, patience=patience, batch_size=batch_size,
@@ -170,7 +170,7 @@ def sweep():
 @click.option("--store", default=None, help="Features store to use [default: OUT/features, extracted by the sweep].")
 def sweep_plan(spec, out, store):
     """Compute the plan of a spec and write OUT/plan.json; says how many tasks it holds."""
-    from .sweep import PLAN_FILE, SweepSpec, make_plan
+    from xfuse.sweep.plan import PLAN_FILE, SweepSpec, make_plan
 
     plan = make_plan(SweepSpec.from_file(spec), out, store)
     click.echo(f"{Path(out) / PLAN_FILE}: {len(plan['tasks'])} tasks, features store {plan['store']}")
@@ -194,7 +194,7 @@ def sweep_plan(spec, out, store):
 def sweep_submit(plan_path, executor, workers, partition, account, time_limit, extract_time, mem, cpus, gpus, throttle,
                  setup, quiet):
     """Run the tasks that are not done: as a SLURM array after the extraction, or in local processes."""
-    from .sweep import run_local
+    from xfuse.sweep.plan import run_local
 
     if executor == "local":
         outcome = run_local(Path(plan_path), workers=workers, progress=not quiet)
@@ -203,7 +203,7 @@ def sweep_submit(plan_path, executor, workers, partition, account, time_limit, e
         if outcome["failed"]:
             raise XfuseError(f"{len(outcome['failed'])} task(s) failed; see {Path(plan_path).parent / 'failed'}")
         return
-    from .slurm import ClusterOptions, submit_slurm
+    from xfuse.sweep.slurm import ClusterOptions, submit_slurm
 
     options = ClusterOptions(partition=partition, account=account, time=time_limit, extract_time=extract_time,
                              mem=mem, cpus=cpus, gpus=gpus, throttle=throttle, setup=setup)
@@ -216,7 +216,7 @@ def sweep_submit(plan_path, executor, workers, partition, account, time_limit, e
 @click.option("--plan", "plan_path", required=True, help="plan.json written by xfuse sweep plan.")
 def sweep_status_command(plan_path):
     """How many tasks are done, failed and missing; the failed ones with their error."""
-    from .sweep import load_plan, sweep_paths, sweep_status
+    from xfuse.sweep.plan import load_plan, sweep_paths, sweep_status
 
     plan, states = load_plan(Path(plan_path)), sweep_status(Path(plan_path))
     click.echo(f"{len(plan['tasks'])} tasks: {len(states['done'])} done, {len(states['failed'])} failed, "
@@ -236,7 +236,7 @@ def sweep_status_command(plan_path):
               help="Torch CPU threads [default: the plan's train settings, else the cores this process may use].")
 def run_task_command(plan_path, index, device, threads):
     """Run one task of a plan, unless its result exists."""
-    from .sweep import run_task
+    from xfuse.sweep.plan import run_task
 
     run_task(Path(plan_path), index, device=device, threads=threads)
 
@@ -259,8 +259,8 @@ def run_task_command(plan_path, index, device, threads):
               help="Simulations of the ECE noise floor per seed, language and condition.")
 def report(plan_path, out, n_resamples, alpha, seed, workers, few_shot_ks, few_shot_draws, floor_simulations):
     """Tables (CSV, Markdown) and figures of a sweep's results, with seed-level tests against the reference rows."""
-    from .render import write_report
-    from .report import ReportConfig, build_report
+    from xfuse.report.render import write_report
+    from xfuse.report.tables import ReportConfig, build_report
 
     try:
         ks = tuple(int(k) for k in _comma_list(few_shot_ks))

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from xfuse.calibration import ece
+from xfuse.calibration.metrics import ece
 from xfuse.errors import XfuseError
-from xfuse.fewshot import few_shot_ts, stratified_draws
-from xfuse.temperature import TemperatureScaler
+from xfuse.calibration.fewshot import few_shot_ts, stratified_draws
+from xfuse.calibration.temperature import TemperatureScaler
 
 
 def logits_and_labels(n, temperature, seed):

@@ -5,7 +5,7 @@ import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, log_loss
 
-from xfuse import calibration as cal
+from xfuse.calibration import metrics as cal
 from xfuse.errors import XfuseError
 
 

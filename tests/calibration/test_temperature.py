@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from xfuse.errors import XfuseError
-from xfuse.temperature import TemperatureScaler, scaled_nll
+from xfuse.calibration.temperature import TemperatureScaler, scaled_nll
 
 
 def synthetic(temperature: float, n: int = 40_000, seed: int = 0):
@@ -76,7 +76,7 @@ def test_anti_informative_logits_are_flagged_and_the_clamp_is_named():
 
 
 def test_optimal_inverse_temperature_is_the_nll_minimum_over_all_reals():
-    from xfuse.temperature import nll_at_inverse_temperature, optimal_inverse_temperature
+    from xfuse.calibration.temperature import nll_at_inverse_temperature, optimal_inverse_temperature
 
     logits, labels = anti_informative(n=500, seed=3)
     beta = optimal_inverse_temperature(logits, labels)
@@ -87,7 +87,7 @@ def test_optimal_inverse_temperature_is_the_nll_minimum_over_all_reals():
 
 @pytest.mark.parametrize("slope, bias", [(0.5, 0.0), (2.0, -1.0), (1.0, 0.8)])
 def test_bias_scaler_recovers_a_known_slope_and_bias(slope, bias):
-    from xfuse.temperature import BiasScaler
+    from xfuse.calibration.temperature import BiasScaler
 
     rng = np.random.default_rng(11)
     difference = rng.normal(0, 2, 40_000)
@@ -101,7 +101,7 @@ def test_bias_scaler_recovers_a_known_slope_and_bias(slope, bias):
 
 @pytest.mark.parametrize("seed", range(5))
 def test_bias_scaler_never_raises_the_nll_it_was_fitted_on(seed):
-    from xfuse.temperature import BiasScaler
+    from xfuse.calibration.temperature import BiasScaler
 
     scaler = BiasScaler().fit(*random_logits(seed))
     assert scaler.nll_after_ <= scaler.nll_before_ + 1e-12

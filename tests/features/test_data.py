@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xfuse.data import (LANGUAGES, check_no_leakage, download_pawsx, load_protocol, protocol_parts, read_pairs,
+from xfuse.features.data import (LANGUAGES, check_no_leakage, download_pawsx, load_protocol, protocol_parts, read_pairs,
                         resolve_data_dir)
 from xfuse.errors import XfuseError
 

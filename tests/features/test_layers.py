@@ -1,7 +1,7 @@
 import pytest
 
 from xfuse.errors import XfuseError
-from xfuse.layers import parse_layers, resolve_layers
+from xfuse.features.layers import parse_layers, resolve_layers
 
 
 def test_all_and_negative_indices():

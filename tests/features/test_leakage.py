@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xfuse.data import LANGUAGES, load_protocol, read_pairs
+from xfuse.features.data import LANGUAGES, load_protocol, read_pairs
 from xfuse.errors import XfuseError
-from xfuse.leakage import normalise, similar_sets, word_set
+from xfuse.features.leakage import normalise, similar_sets, word_set
 
 
 def test_normalise_folds_unicode_form_and_spacing_but_keeps_case():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from xfuse.errors import XfuseError
-from xfuse.features import (FORMAT, FeaturePart, FeatureStore, part_problems, shards_dir, verify_store, write_part,
+from xfuse.features.store import (FORMAT, FeaturePart, FeatureStore, part_problems, shards_dir, verify_store, write_part,
                             write_shard, write_store_settings)
 
 
@@ -89,7 +89,7 @@ def test_part_with_a_missing_shard_is_refused(part_path):
 def test_part_records_each_shards_size_and_sha256(part_path):
     import h5py
 
-    from xfuse.hashing import file_sha256
+    from xfuse.features.hashing import file_sha256
 
     target, _, _ = part_path
     with h5py.File(target) as handle:
@@ -160,9 +160,9 @@ def test_incomplete_or_foreign_files_are_refused(tmp_path):
 def test_cache_readme_documents_the_layout_of_the_module_docstring():
     from pathlib import Path
 
-    import xfuse.features
+    import xfuse.features.store
 
-    layout = xfuse.features.__doc__.split("Usage::")[0].strip()
-    readme = (Path(__file__).resolve().parents[1] / "cache" / "README.md").read_text()
+    layout = xfuse.features.store.__doc__.split("Usage::")[0].strip()
+    readme = (Path(__file__).resolve().parents[2] / "cache" / "README.md").read_text()
     indented = "\n".join(("    " + line) if line.strip() else "" for line in layout.splitlines())
     assert indented in readme

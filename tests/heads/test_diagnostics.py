@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from xfuse.calibration import accuracy, predicted_class, top_label
-from xfuse.diagnostics import learned, prediction_profile, stopping, wilson_interval
+from xfuse.calibration.metrics import accuracy, predicted_class, top_label
+from xfuse.heads.diagnostics import learned, prediction_profile, stopping, wilson_interval
 
 
 def curve(losses):

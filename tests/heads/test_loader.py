@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from xfuse.errors import XfuseError
-from xfuse.features import FORMAT, FeaturePart, shards_dir, write_part, write_shard
-from xfuse.loader import BLOCK_PAIRS, PartReader
+from xfuse.features.store import FORMAT, FeaturePart, shards_dir, write_part, write_shard
+from xfuse.heads.loader import BLOCK_PAIRS, PartReader
 
 LAYERS = (0, 1, 2)
 WIDTH = 6

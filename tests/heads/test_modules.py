@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from xfuse.errors import XfuseError
-from xfuse.heads import HEADS, HeadConfig, build_head
+from xfuse.heads.modules import HEADS, HeadConfig, build_head
 
 TWO_LAYER = ("concat", "mean", "scalar_mix", "dlfa", "aif")
 
@@ -89,7 +89,7 @@ def test_bad_head_and_layer_counts_are_refused():
 
 
 def test_attention_pooling_with_a_zero_query_is_the_mean_over_real_tokens():
-    from xfuse.heads import Pooler, pool
+    from xfuse.heads.modules import Pooler, pool
 
     features, mask, _ = batch()
     pooler = Pooler(16, "attention", attention_dim=8)

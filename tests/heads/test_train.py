@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from xfuse.errors import XfuseError
-from xfuse.extract import ExtractConfig, extract
-from xfuse import train as train_module
-from xfuse.train import CONDITIONS, TrainConfig, feature_scaling, train_heads
+from xfuse.features.extract import ExtractConfig, extract
+from xfuse.heads import train as train_module
+from xfuse.heads.train import CONDITIONS, TrainConfig, feature_scaling, train_heads
 
 from tiny import HEAD_LAYERS, outlier_task, write_feature_store
 
@@ -95,8 +95,8 @@ def store_of_260_pairs(tiny_encoder, pawsx_dir, tmp_path_factory):
 
 
 def test_a_small_memory_setting_gives_the_same_result_as_a_large_one(store_of_260_pairs, tmp_path):
-    from xfuse.features import FeatureStore
-    from xfuse.loader import PartReader
+    from xfuse.features.store import FeatureStore
+    from xfuse.heads.loader import PartReader
 
     with FeatureStore(store_of_260_pairs).part("train", "en") as part:
         assert not PartReader(part, [1, 2], window_pairs=64, memory_bytes=2**20).resident  # it streams windows
@@ -141,7 +141,7 @@ def test_metrics_hold_every_condition_with_its_fit(tiny_store, tmp_path):
 
 
 def test_learning_rate_schedules_by_hand():
-    from xfuse.train import learning_rate_factor
+    from xfuse.heads.train import learning_rate_factor
 
     config = TrainConfig(store="x", max_epochs=4, schedule="linear", warmup_epochs=1)
     factors = [learning_rate_factor(step, config, steps_per_epoch=10) for step in range(40)]
@@ -154,8 +154,8 @@ def test_learning_rate_schedules_by_hand():
 
 
 def test_weight_decay_can_spare_one_dimensional_parameters():
-    from xfuse.heads import build_head
-    from xfuse.train import make_optimizer
+    from xfuse.heads.modules import build_head
+    from xfuse.heads.train import make_optimizer
 
     head = build_head("scalar_mix", 8, 3)
     spared = make_optimizer(head, TrainConfig(store="x", decay_all=False))
@@ -168,8 +168,8 @@ def test_weight_decay_can_spare_one_dimensional_parameters():
 
 
 def test_the_scalar_mix_weights_learn_at_their_own_rate():
-    from xfuse.heads import build_head
-    from xfuse.train import make_optimizer
+    from xfuse.heads.modules import build_head
+    from xfuse.heads.train import make_optimizer
 
     optimizer = make_optimizer(build_head("scalar_mix", 8, 3), TrainConfig(store="x", mix_lr_factor=20))
     assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([5e-4, 5e-4, 1e-2])
@@ -216,7 +216,7 @@ def test_min_epochs_must_not_be_negative(tiny_store, tmp_path):
 
 
 def test_every_part_is_scaled_with_the_train_en_statistics(tiny_store, tmp_path, monkeypatch):
-    from xfuse.loader import PartReader
+    from xfuse.heads.loader import PartReader
 
     seen = {}
     original = PartReader.standardize

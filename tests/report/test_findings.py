@@ -2,8 +2,8 @@
 
 import pytest
 
-from xfuse.findings import bias_findings, context, few_shot_findings, late_against_early, overconfidence_ordering
-from xfuse.report import layers_text
+from xfuse.report.findings import bias_findings, context, few_shot_findings, late_against_early, overconfidence_ordering
+from xfuse.report.tables import layers_text
 
 LANGUAGES = ["en", "de", "ja"]
 LAST = 12

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.special import expit, softmax
 
-from xfuse.results import Member, seed_ensemble
+from xfuse.report.results import Member, seed_ensemble
 
 CONDITIONS = ("uncalibrated", "zero_shot_ts", "oracle_ts", "zero_shot_bias", "oracle_bias")
 

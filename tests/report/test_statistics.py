@@ -5,9 +5,9 @@ import pytest
 from scipy.special import expit, logit
 from scipy.stats import t as student_t
 
-from xfuse import calibration as cal
+from xfuse.calibration import metrics as cal
 from xfuse.errors import XfuseError
-from xfuse.statistics import ece_noise_floor, holm, paired_seed_test, seed_interval
+from xfuse.report.statistics import ece_noise_floor, holm, paired_seed_test, seed_interval
 
 
 def test_holm_hand_computed():

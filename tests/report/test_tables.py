@@ -11,13 +11,13 @@ import pytest
 from matplotlib import image as mpimg
 from scipy.special import softmax
 
-from xfuse import calibration as cal
+from xfuse.calibration import metrics as cal
 from xfuse.errors import XfuseError
-from xfuse.figures import (accuracy_vs_ece_figure, delta_heatmap_figure, delta_matrix, figure_specs,
+from xfuse.report.figures import (accuracy_vs_ece_figure, delta_heatmap_figure, delta_matrix, figure_specs,
                            reliability_figure, signed_error_figure)
-from xfuse.render import ROW_COLUMNS, to_csv, write_report
-from xfuse.report import REPORT_METRICS, ReportConfig, build_report, lookup
-from xfuse.sweep import SweepSpec, make_plan, run_local, run_task
+from xfuse.report.render import ROW_COLUMNS, to_csv, write_report
+from xfuse.report.tables import REPORT_METRICS, ReportConfig, build_report, lookup
+from xfuse.sweep.plan import SweepSpec, make_plan, run_local, run_task
 
 SPEC = {"grids": [{"heads": ["single"], "layers": "each"},
                   {"heads": ["dlfa", "aif", "concat", "mean"], "layers": "lower_with_last"},
@@ -93,7 +93,7 @@ def test_csv_holds_every_configuration_language_condition_and_metric_with_seed_r
     assert tested and all(float(r["p_holm"]) >= float(r["p_value"]) - 1e-12 for r in tested)
     assert not any(r["head"] == "constant" for r in comparisons)
     # calibration of a side at the prior is not tested; the rest is
-    from xfuse.report import CALIBRATION_METRICS
+    from xfuse.report.tables import CALIBRATION_METRICS
     for r in comparisons:
         untestable = r["example_only"] == "True" or (r["metric"] in CALIBRATION_METRICS and r["learned"] == "False")
         assert (r["p_holm"] == "") == untestable, r
@@ -136,7 +136,7 @@ def joint_counts(results, languages, n_resamples, seed=0) -> dict:
 
 
 def test_values_and_intervals_equal_an_independent_recomputation(sweep):
-    from xfuse.statistics import paired_seed_test, seed_interval
+    from xfuse.report.statistics import paired_seed_test, seed_interval
 
     plan_path, tables, out = sweep
     rows = read_rows(out)
@@ -194,7 +194,7 @@ def test_late_fusion_is_the_mean_of_the_single_heads_probabilities(sweep):
 
 
 def test_reference_rows_the_constant_and_the_best_single_layer_chosen_on_english_dev(sweep):
-    from xfuse.data import read_pairs
+    from xfuse.features.data import read_pairs
 
     plan_path, tables, out = sweep
     rows = read_rows(out)
@@ -291,7 +291,7 @@ def test_markdown_has_every_section_and_the_csv_numbers(sweep):
         if key != tables["best_single"]:
             assert f"- {head} [{key[1][0]}, {key[1][1]}] against the best single layer: averaged outside English, " \
                    "accuracy changes by " in text
-    from xfuse.report import POOLED  # the mean outside English: in the tables, from the CSV's numbers
+    from xfuse.report.tables import POOLED  # the mean outside English: in the tables, from the CSV's numbers
     pooled = pick(read_rows(out), "single", "2", POOLED, "uncalibrated", "accuracy")
     assert f" | {POOLED} | {float(pooled['value']):.3f} [{float(pooled['low']):.3f}, {float(pooled['high']):.3f}] |" \
         in text
@@ -407,7 +407,7 @@ def test_languages_in_parallel_processes_give_the_same_rows(sweep):
 
 
 def test_few_shot_section_equals_a_direct_computation_from_the_predictions(sweep):
-    from xfuse.fewshot import few_shot_ts
+    from xfuse.calibration.fewshot import few_shot_ts
 
     plan_path, tables, out = sweep
     means = []
@@ -437,8 +437,8 @@ def test_reports_on_results_without_the_bias_conditions_leave_them_out(sweep, tm
 
 
 def test_the_mean_outside_english_is_resampled_jointly_and_tested_in_its_own_families(sweep):
-    from xfuse.report import POOLED
-    from xfuse.statistics import paired_seed_test, seed_interval
+    from xfuse.report.tables import POOLED
+    from xfuse.report.statistics import paired_seed_test, seed_interval
 
     plan_path, tables, out = sweep
     rows, results = read_rows(out), plan_path.parent / "results"

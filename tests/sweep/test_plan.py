@@ -6,8 +6,8 @@ import shutil
 import pytest
 
 from xfuse.errors import XfuseError
-from xfuse.extract import ExtractConfig, extract
-from xfuse.sweep import SweepSpec, layer_combinations, make_plan, run_local, run_task, sweep_status
+from xfuse.features.extract import ExtractConfig, extract
+from xfuse.sweep.plan import SweepSpec, layer_combinations, make_plan, run_local, run_task, sweep_status
 
 
 def test_layer_combinations_are_computed():
@@ -90,9 +90,9 @@ def test_another_spec_in_the_same_sweep_folder_is_refused(tiny_encoder, mini_paw
 
 
 def test_plans_record_the_resolved_recipe_and_older_plans_are_still_accepted(tiny_encoder, mini_pawsx, tmp_path):
-    from xfuse.hashing import config_fingerprint
-    from xfuse.sweep import train_config
-    from xfuse.train import TrainConfig
+    from xfuse.features.hashing import config_fingerprint
+    from xfuse.sweep.plan import train_config
+    from xfuse.heads.train import TrainConfig
 
     spec = SweepSpec.from_dict(spec_dict(tiny_encoder, mini_pawsx))
     plan = make_plan(spec, tmp_path / "sweep")

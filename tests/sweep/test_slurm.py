@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from xfuse.errors import XfuseError
-from xfuse.slurm import ClusterOptions, array_ranges, render_array_script, render_extract_script, submit_slurm
+from xfuse.sweep.slurm import ClusterOptions, array_ranges, render_array_script, render_extract_script, submit_slurm
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 PLAN_PATH = Path("/scratch/sweeps/e5/plan.json")
 PLAN = {
     "store": "/scratch/sweeps/e5/features",

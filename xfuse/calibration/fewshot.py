@@ -6,7 +6,7 @@ with a few target-language labels asks: how many does it take? For each ``k``
 and each of ``draws`` draws (seeded), ``k`` examples of ``dev-<lang>`` are
 drawn without replacement, stratified by class (class ``c`` gets
 ``round(k * share_c)`` of them, at least one, so each draw holds both
-classes), a :class:`~xfuse.temperature.TemperatureScaler` is fitted on them and
+classes), a :class:`~xfuse.calibration.temperature.TemperatureScaler` is fitted on them and
 applied to ``test-<lang>``. Each metric is computed on the test set for every
 draw and summarised over draws by its mean, standard deviation, median and
 2.5 and 97.5 percentiles; the number of draws whose temperature sits on a
@@ -25,9 +25,9 @@ from typing import Sequence
 import numpy as np
 from scipy.special import softmax
 
-from .calibration import DEFAULT_BINS, metric_value
-from .errors import XfuseError
-from .temperature import TemperatureScaler
+from xfuse.calibration.metrics import DEFAULT_BINS, metric_value
+from xfuse.errors import XfuseError
+from xfuse.calibration.temperature import TemperatureScaler
 
 DEFAULT_KS = (10, 50, 100, 500)
 DEFAULT_METRICS = ("ece", "nll", "brier")

@@ -33,7 +33,7 @@ import functools
 import numpy as np
 from scipy import sparse
 
-from .errors import XfuseError
+from xfuse.errors import XfuseError
 
 DEFAULT_BINS = 15
 _EPS = 1e-12
@@ -116,14 +116,14 @@ def bin_edges(confidence: np.ndarray, bins: int = DEFAULT_BINS, equal_mass: bool
     return edges
 
 
-def _bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+def bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Bin of each value, numpy.histogram style (last bin closed)."""
     return np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
 
 
 def reliability_bins(confidence: np.ndarray, outcome: np.ndarray, edges: np.ndarray) -> dict:
     """Per bin: ``count``, mean ``confidence`` and mean ``outcome`` (NaN where empty), and ``edges``."""
-    index = _bin_index(confidence, edges)
+    index = bin_index(confidence, edges)
     count = np.bincount(index, minlength=len(edges) - 1).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_confidence = np.bincount(index, confidence, minlength=len(edges) - 1) / count
@@ -423,7 +423,7 @@ def resampled_metrics(probs, labels, counts: np.ndarray, bins: int = DEFAULT_BIN
     """Each metric in ``names`` on each bootstrap resample given as counts (R, N): (R,) arrays.
 
     A row of ``counts`` usually sums to N; it may sum to less when the examples
-    are the columns of a joint resample of a larger set (xfuse.report resamples
+    are the columns of a joint resample of a larger set (xfuse.report.tables resamples
     the languages' test pairs jointly): each row's weights are its counts over
     its total.
 
@@ -443,7 +443,7 @@ def resampled_metrics(probs, labels, counts: np.ndarray, bins: int = DEFAULT_BIN
     confidence, correct = top_label(p1, y)
 
     def binned(forecast, outcome, edges):
-        membership = np.eye(len(edges) - 1)[_bin_index(forecast, edges)]  # (N, K)
+        membership = np.eye(len(edges) - 1)[bin_index(forecast, edges)]  # (N, K)
         both = weights @ np.hstack([membership * (forecast - outcome)[:, None], membership])  # (R, 2K), one product
         gap, mass = both[:, : membership.shape[1]], both[:, membership.shape[1] :]  # n_b (conf_b - acc_b) / N, n_b / N
         return np.abs(gap).sum(axis=1), np.max(np.where(mass > 0, np.abs(gap) / np.where(mass > 0, mass, 1), 0), axis=1)
@@ -474,7 +474,7 @@ def resampled_metrics(probs, labels, counts: np.ndarray, bins: int = DEFAULT_BIN
         elif name == "signed_calibration_error":
             values[name] = weights @ (confidence - correct)
         elif name in ("brier_reliability", "brier_refinement") and name not in values:
-            membership = np.eye(bins)[_bin_index(p1, bin_edges(p1, bins))]  # (N, K), bins of P(y = 1)
+            membership = np.eye(bins)[bin_index(p1, bin_edges(p1, bins))]  # (N, K), bins of P(y = 1)
             gap, mass = weights @ (membership * (p1 - y)[:, None]), weights @ membership  # (R, K) each
             with np.errstate(invalid="ignore", divide="ignore"):
                 values["brier_reliability"] = np.sum(np.where(mass > 0, gap ** 2 / np.where(mass > 0, mass, 1), 0), axis=1)

@@ -42,7 +42,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import expit, log_softmax
 
-from .errors import XfuseError
+from xfuse.errors import XfuseError
 
 
 def _check_logits(logits) -> np.ndarray:

@@ -22,7 +22,7 @@ temperatures, which are reported apart from the zero-shot numbers.
 ``translated_train.tsv`` is never read. No evaluated id may be a training id,
 and no training sentence may equal an evaluated one; training pairs from the
 source family of an evaluated sentence are dropped (or kept, if asked) and
-counted (:mod:`xfuse.leakage`).
+counted (:mod:`xfuse.features.leakage`).
 
 Usage::
 
@@ -45,9 +45,9 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .errors import XfuseError
-from .hashing import config_fingerprint, file_sha256
-from .leakage import FAMILY_THRESHOLD, leakage_report
+from xfuse.errors import XfuseError
+from xfuse.features.hashing import config_fingerprint, file_sha256
+from xfuse.features.leakage import FAMILY_THRESHOLD, leakage_report
 
 LANGUAGES = ("en", "de", "es", "fr", "ja", "ko", "zh")
 TRAIN_LANGUAGE = "en"
@@ -78,7 +78,7 @@ class PairSet:
     dropped_unlabelled: int
     lines: tuple = ()  # line number in the file of each kept row
     dropped_empty: int = 0
-    leakage: Optional[dict] = None  # training file only: the content-level leakage check (xfuse.leakage)
+    leakage: Optional[dict] = None  # training file only: the content-level leakage check (xfuse.features.leakage)
 
     def __len__(self) -> int:
         return len(self.ids)

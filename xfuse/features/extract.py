@@ -6,10 +6,10 @@ max length, prefix, stored dtype, compute dtype, layers, the file format), so
 another encoder or max length never reuses it, and running the same
 extraction again finds every part complete and does nothing. Each PAWS-X file
 becomes one part file, named by its split, language and a hash of its kept
-rows (layout in :mod:`xfuse.features`).
+rows (layout in :mod:`xfuse.features.store`).
 
 Before anything is encoded, the training file is checked against every
-evaluated file by content (:mod:`xfuse.leakage`): a shared sentence stops the
+evaluated file by content (:mod:`xfuse.features.leakage`): a shared sentence stops the
 run; training pairs from an evaluated sentence's source family are dropped
 (``same_family="drop"``, the default) or kept (``"keep"``), and the count per
 evaluated file is logged and stored in the training part.
@@ -51,14 +51,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import __version__
-from .data import LANGUAGES, SAME_FAMILY_POLICIES, PairSet, load_protocol, protocol_parts, resolve_data_dir
-from .encoders import DEFAULT_ENCODER, Encoder, load_encoder
-from .errors import XfuseError
-from .features import (FORMAT, part_bytes, part_problems, read_file_attrs, read_shard_records, shard_record,
+from xfuse import __version__
+from xfuse.features.data import LANGUAGES, SAME_FAMILY_POLICIES, PairSet, load_protocol, protocol_parts, resolve_data_dir
+from xfuse.features.encoders import DEFAULT_ENCODER, Encoder, load_encoder
+from xfuse.errors import XfuseError
+from xfuse.features.store import (FORMAT, part_bytes, part_problems, read_file_attrs, read_shard_records, shard_record,
                        shards_dir, write_part, write_shard, write_store_settings)
-from .hashing import config_fingerprint
-from .layers import parse_layers
+from xfuse.features.hashing import config_fingerprint
+from xfuse.features.layers import parse_layers
 
 DTYPES = {"float16": (np.float16, torch.float16), "float32": (np.float32, torch.float32)}
 

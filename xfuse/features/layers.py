@@ -11,7 +11,7 @@ layer, so an encoder with 12 layers has the 13 indices 0..12 and ``-1`` is 12.
 
 from typing import Sequence
 
-from .errors import XfuseError
+from xfuse.errors import XfuseError
 
 
 def parse_layers(spec: str, num_layers: int, option: str = "--layers") -> tuple:

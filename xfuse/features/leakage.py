@@ -48,7 +48,7 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse
 
-from .errors import XfuseError
+from xfuse.errors import XfuseError
 
 FAMILY_THRESHOLD = 0.8
 _WORD = re.compile(r"\w+")

@@ -1,7 +1,7 @@
 """The features cache: one HDF5 file per PAWS-X file, every stored layer apart.
 
 Layout of a store (the folder name is content-addressed: a fingerprint of all
-that changes the features, see :mod:`xfuse.extract`)::
+that changes the features, see :mod:`xfuse.features.extract`)::
 
     cache/features/<encoder>-<fingerprint>/
         store.json                              the resolved settings, fingerprinted
@@ -40,7 +40,7 @@ sha256 of the weights), ``tokenizer``, ``tokenizer_sha256``, ``max_length``,
 ``split``, ``lang``, ``num_pairs``, ``num_tokens``, ``dropped_not_translated``,
 ``dropped_empty``, ``dropped_unlabelled``, ``xfuse_version``, ``complete``; the
 training part also ``leakage`` (JSON: the content-level check of
-:mod:`xfuse.leakage`, its policy, per evaluated file the same-family count,
+:mod:`xfuse.features.leakage`, its policy, per evaluated file the same-family count,
 and the ids of the flagged training pairs).
 
 Usage::
@@ -61,9 +61,9 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from .errors import XfuseError
-from .hashing import file_sha256
-from .layers import resolve_layers
+from xfuse.errors import XfuseError
+from xfuse.features.hashing import file_sha256
+from xfuse.features.layers import resolve_layers
 
 FORMAT = "xfuse-features/2"
 STORE_FILE = "store.json"

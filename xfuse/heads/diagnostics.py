@@ -33,7 +33,7 @@ import numpy as np
 from scipy.special import log_softmax
 from scipy.stats import norm
 
-from .calibration import check_probs, predicted_class, resample_counts, top_label
+from xfuse.calibration.metrics import check_probs, predicted_class, resample_counts, top_label
 
 
 def stopping(curve: list, max_epochs: int, patience: int, window: int = 3, tolerance: float = 1e-3) -> dict:

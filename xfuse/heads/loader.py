@@ -47,7 +47,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from .errors import XfuseError
+from xfuse.errors import XfuseError
 
 BLOCK_PAIRS = 64
 TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32}

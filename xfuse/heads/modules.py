@@ -3,7 +3,7 @@
 Every head is an ``nn.Module`` called as ``head(features, mask, second_start)``:
 ``features`` one (B, T, E) tensor per layer in the order the layers were
 given (for the two-layer heads: the lower layer, then the last), as a list or
-stacked in one (L, B, T, E) tensor (what :mod:`xfuse.loader` yields),
+stacked in one (L, B, T, E) tensor (what :mod:`xfuse.heads.loader` yields),
 ``mask`` (B, T) bool, True on real tokens, and ``second_start`` (B,) the
 position of the second sentence's first token. It returns (B, 2) logits.
 
@@ -31,7 +31,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .errors import XfuseError
+from xfuse.errors import XfuseError
 
 POOLINGS = ("attention", "first", "mean")
 

@@ -6,7 +6,7 @@ temperature on ``dev-en`` logits and apply it to ``test-<lang>`` of every
 language in the store. Separately, an oracle temperature per language is
 fitted on ``dev-<lang>`` and applied to ``test-<lang>``: an upper bound, kept
 apart from the zero-shot numbers. Temperature plus bias
-(:class:`~xfuse.temperature.BiasScaler`, ``a (z1 - z0) + b``) is fitted the
+(:class:`~xfuse.calibration.temperature.BiasScaler`, ``a (z1 - z0) + b``) is fitted the
 same two ways. Every fit's diagnostics (unconstrained optimum, bound hit,
 anti-informative logits) are recorded beside its condition; a condition whose
 fit is anti-informative is marked ``"valid": false``, since no such fit
@@ -34,7 +34,7 @@ cosine decay to 0 at ``max_epochs``, per optimizer step). Every run
 records why it stopped and whether it converged (``stopped``), whether it
 beat the prior on English dev (``learned``), and per test part and condition
 the rate of predicted positives, mean confidence and signed calibration error
-(``profile``); see :mod:`xfuse.diagnostics`.
+(``profile``); see :mod:`xfuse.heads.diagnostics`.
 
 A run writes one directory, atomically (built as ``.tmp-*`` and renamed)::
 
@@ -69,15 +69,15 @@ import numpy as np
 import torch
 from scipy.special import softmax
 
-from .calibration import DEFAULT_BINS, calibration_summary, predicted_class
-from .data import validate_languages
-from .errors import XfuseError
-from .features import FeatureStore
-from .heads import HeadConfig, ScalarMixHead, build_head
-from .layers import parse_layers
-from .loader import PartReader, memory_bytes
-from .diagnostics import learned, prediction_profile, stopping
-from .temperature import BiasScaler, TemperatureScaler
+from xfuse.calibration.metrics import DEFAULT_BINS, calibration_summary, predicted_class
+from xfuse.features.data import validate_languages
+from xfuse.errors import XfuseError
+from xfuse.features.store import FeatureStore
+from xfuse.heads.modules import HeadConfig, ScalarMixHead, build_head
+from xfuse.features.layers import parse_layers
+from xfuse.heads.loader import PartReader, memory_bytes
+from xfuse.heads.diagnostics import learned, prediction_profile, stopping
+from xfuse.calibration.temperature import BiasScaler, TemperatureScaler
 
 CONDITIONS = ("uncalibrated", "zero_shot_ts", "oracle_ts", "zero_shot_bias", "oracle_bias")
 DEVICES = ("auto", "cpu", "cuda")
@@ -111,8 +111,8 @@ class TrainConfig:
     languages: tuple = ()  # test languages to score; empty: every test part in the store
     device: str = "auto"  # auto: cuda when there is one; the resolved device is recorded
     threads: int = 0  # torch CPU threads; 0: default_threads(), resolved and recorded (float sums depend on it)
-    memory_mb: float = 2048  # features held in memory at once, per part being read (xfuse.loader)
-    window_pairs: int = 1024  # pairs shuffled together within an epoch (xfuse.loader): changes results
+    memory_mb: float = 2048  # features held in memory at once, per part being read (xfuse.heads.loader)
+    window_pairs: int = 1024  # pairs shuffled together within an epoch (xfuse.heads.loader): changes results
     label_smoothing: float = 0.0  # of the training loss only
     min_epochs: int = 20  # patience stops a run only from this epoch on (above max_epochs: train to the cap)
     schedule: str = "constant"  # learning rate per step: constant, or warm-up then "linear" or "cosine" decay to 0
@@ -172,7 +172,7 @@ def feature_scaling(std: np.ndarray, mode: str) -> np.ndarray:
       median depends on the layers read: 0.152 for e5-small's layer 12 alone,
       0.293 for layers 0 and 12.
 
-    The loader floors the divisor at 1e-6 (:meth:`xfuse.loader.PartReader.standardize`).
+    The loader floors the divisor at 1e-6 (:meth:`xfuse.heads.loader.PartReader.standardize`).
     """
     if mode == "unit":
         return std
@@ -300,7 +300,7 @@ def train_heads(config: TrainConfig, log: Callable[[str], None] = print) -> Path
     open_parts = []
 
     def reader(split: str, lang: str, prepare: bool = False) -> PartReader:
-        """A reader of one part; ``prepare`` for parts read every epoch (xfuse.loader)."""
+        """A reader of one part; ``prepare`` for parts read every epoch (xfuse.heads.loader)."""
         part = store.part(split, lang)
         open_parts.append(part)
         return PartReader(part, layers, window_pairs=config.window_pairs, memory_bytes=budget, device=config.device,

@@ -1,4 +1,4 @@
-"""Figures of a sweep report, drawn from the tables of :func:`xfuse.report.build_report` (no computing here).
+"""Figures of a sweep report, drawn from the tables of :func:`xfuse.report.tables.build_report` (no computing here).
 
 Each ``*_figure`` function returns a matplotlib ``Figure`` (Agg backend, no
 display needed); :func:`save_figures` writes them all as PNG:
@@ -32,8 +32,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .calibration import bin_edges, reliability_bins  # noqa: E402
-from .report import CONSTANT, lookup  # noqa: E402
+from xfuse.calibration.metrics import bin_edges, reliability_bins  # noqa: E402
+from xfuse.report.tables import CONSTANT, lookup  # noqa: E402
 
 METRIC_LABELS = {"accuracy": "accuracy", "ece": "ECE", "adaptive_ece": "adaptive ECE", "smooth_ece": "smooth ECE",
                  "brier": "Brier score", "nll": "NLL", "mce": "MCE", "classwise_ece": "classwise ECE",

@@ -1,11 +1,11 @@
-"""Plain-language findings of a report, every number read from :func:`xfuse.report.build_report`'s tables.
+"""Plain-language findings of a report, every number read from :func:`xfuse.report.tables.build_report`'s tables.
 
 Rules the sentences follow:
 
 - every claim names its comparison (against the last layer or against the
   best single layer chosen on English dev), its condition and languages;
 - "significant" means the seed-level paired test after Holm's correction
-  (:mod:`xfuse.statistics`); a binned-ECE change is called a calibration
+  (:mod:`xfuse.report.statistics`); a binned-ECE change is called a calibration
   difference only when it is also larger than the noise floor of both sides;
 - configurations that did not learn on every seed are named and left out of
   every calibration statement; null results are stated as such.
@@ -19,7 +19,7 @@ Usage::
 import numpy as np
 from scipy.stats import spearmanr
 
-from .report import CONSTANT, FUSION_HEADS, POOLED, comparison, is_learned, lookup, lower_layer
+from xfuse.report.tables import CONSTANT, FUSION_HEADS, POOLED, comparison, is_learned, lookup, lower_layer
 
 # Published reference points, cited beside the findings (not computed here).
 PUBLISHED = (

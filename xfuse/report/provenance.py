@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .sweep import sweep_paths
+from xfuse import __version__
+from xfuse.sweep.plan import sweep_paths
 
 STORE_KEYS = ("encoder", "encoder_revision", "tokenizer_sha256", "fingerprint", "prefix", "max_length", "dtype")
 
@@ -26,7 +26,7 @@ def provenance(plan: dict, plan_path: Path, configurations: dict) -> dict:
     import torch
     import transformers
 
-    from .features import STORE_FILE, FeaturePart, FeatureStore
+    from xfuse.features.store import STORE_FILE, FeaturePart, FeatureStore
 
     files, leakage, settings = [], None, None
     store_dir = Path(plan["store"])

@@ -1,7 +1,7 @@
 """The report's files: ``results.csv``, ``comparisons.csv``, ``report.md``, ``figures/``, written atomically.
 
-Everything here formats what :func:`xfuse.report.build_report` computed; the
-findings come from :mod:`xfuse.findings`, the figures from :mod:`xfuse.figures`.
+Everything here formats what :func:`xfuse.report.tables.build_report` computed; the
+findings come from :mod:`xfuse.report.findings`, the figures from :mod:`xfuse.report.figures`.
 
 Usage::
 
@@ -17,10 +17,10 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from . import __version__
-from .figures import CONDITION_LABELS, METRIC_LABELS, save_figures
-from .findings import findings, has_pooled, label
-from .report import CONSTANT, POOLED, comparison, is_learned, lookup
+from xfuse import __version__
+from xfuse.report.figures import CONDITION_LABELS, METRIC_LABELS, save_figures
+from xfuse.report.findings import findings, has_pooled, label
+from xfuse.report.tables import CONSTANT, POOLED, comparison, is_learned, lookup
 
 ROW_COLUMNS = ("head", "layers", "kind", "lower_layer", "seed", "seeds", "learned_seeds", "invalid_seeds", "lang",
                "condition", "metric", "value", "low", "high", "se", "dof", "seed_se", "example_se", "noise_floor")
@@ -131,7 +131,7 @@ def render_markdown(tables: dict, figures: list) -> str:
         f"{config['alpha']} after Holm's correction within each reference, metric and condition, separately over "
         "the pre-specified comparisons (each strategy at its lower layer chosen on English dev, scalar_mix, the "
         "late top-k) and over the rest of the grid; calibration metrics are tested only where both sides learned, "
-        "and a comparison where a side has a single seed is not tested (`xfuse.statistics`). Beside each binned "
+        "and a comparison where a side has a single seed is not tested (`xfuse.report.statistics`). Beside each binned "
         "ECE stands its **noise floor**: the mean ECE of a perfectly calibrated model with the same confidences and "
         f"number of test examples ({config['floor_simulations']} simulations per seed); a significant ECE change "
         "smaller than the floor of either side is marked \"below floor\" and is not called a calibration "

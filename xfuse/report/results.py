@@ -23,7 +23,7 @@ Four kinds of configuration:
 - ``constant``: the floor, a constant prediction at the English training base
   rate (one member; calibration leaves it unchanged).
 
-``learned`` (:func:`xfuse.diagnostics.learned`) comes from a run's
+``learned`` (:func:`xfuse.heads.diagnostics.learned`) comes from a run's
 ``metrics.json`` where it was recorded, else it is decided here from the
 saved dev-en predictions; the training base rate then comes from the
 features store, or, where the store is gone, from the training file named in
@@ -44,11 +44,11 @@ from typing import Optional
 import numpy as np
 from scipy.special import log_softmax, logsumexp
 
-from .diagnostics import learned
-from .errors import XfuseError
-from .sweep import _TRAIN_ENVIRONMENT, _TRAIN_PER_TASK, load_plan, sweep_paths, sweep_status
-from .temperature import BiasScaler, TemperatureScaler
-from .train import CONDITIONS
+from xfuse.heads.diagnostics import learned
+from xfuse.errors import XfuseError
+from xfuse.sweep.plan import TRAIN_ENVIRONMENT, TRAIN_PER_TASK, load_plan, sweep_paths, sweep_status
+from xfuse.calibration.temperature import BiasScaler, TemperatureScaler
+from xfuse.heads.train import CONDITIONS
 
 @dataclass
 class Member:
@@ -79,7 +79,7 @@ def check_result(folder: Path, plan: dict, task: dict) -> None:
     expected = {"head": task["head"], "layers": ",".join(map(str, task["layers"])), "seed": task["seed"],
                 "store": plan["store"]}
     settings = plan.get("train_resolved", plan["train"])
-    expected |= {key: value for key, value in settings.items() if key not in _TRAIN_ENVIRONMENT + _TRAIN_PER_TASK}
+    expected |= {key: value for key, value in settings.items() if key not in TRAIN_ENVIRONMENT + TRAIN_PER_TASK}
     for key, value in expected.items():
         got = json.loads(json.dumps(recorded.get(key)))
         if got != value:
@@ -90,13 +90,13 @@ def check_result(folder: Path, plan: dict, task: dict) -> None:
 def recorded_recipe(folder: Path) -> dict:
     """The training settings a result was made with, less the per-task and environment ones."""
     recorded = json.loads((folder / "config.json").read_text())["train"]
-    return {key: value for key, value in recorded.items() if key not in _TRAIN_PER_TASK + _TRAIN_ENVIRONMENT}
+    return {key: value for key, value in recorded.items() if key not in TRAIN_PER_TASK + TRAIN_ENVIRONMENT}
 
 
 def _check_results_agree(plan: dict, read: list) -> None:
     """Every result from the plan's store, with every planned language, and (for plans that predate the recorded
     recipe) all with one recipe."""
-    from .features import STORE_FILE, FeatureStore
+    from xfuse.features.store import STORE_FILE, FeatureStore
 
     store = Path(plan["store"])
     expected = FeatureStore(store).settings.get("fingerprint") if (store / STORE_FILE).is_file() else None
@@ -142,7 +142,7 @@ def _calibration_maps(metrics: dict, lang: str, conditions: tuple) -> tuple:
 
 def train_base_rate(plan: dict, notes: list) -> float:
     """The English training set's rate of class 1: from the store, else from the plan's training file."""
-    from .features import STORE_FILE, FeatureStore
+    from xfuse.features.store import STORE_FILE, FeatureStore
 
     store = Path(plan["store"])
     if (store / STORE_FILE).is_file():
@@ -153,7 +153,7 @@ def train_base_rate(plan: dict, notes: list) -> float:
     if path is None or not path.is_file():
         raise XfuseError(f"{plan['store']}: the features store is gone and the plan names no training file to read "
                          "the base rate from; the runs record no learned diagnostics")
-    from .data import read_pairs
+    from xfuse.features.data import read_pairs
 
     labels = np.asarray(read_pairs(path, "train", "en").labels)
     notes.append(f"The features store {store} is gone: the English training base rate ({labels.mean():.4f}) is read "

@@ -37,7 +37,7 @@ says so (``example_only``).
 Its size, measured by ``benchmarks/paired_test_size.py`` (600 simulated
 replicates in which both configurations are the same model with different
 seeds, a new test set each time), and its power at a known shift are in the
-README; ``tests/test_statistics.py`` checks both.
+README; ``tests/report/test_statistics.py`` checks both.
 
 :func:`ece_noise_floor` is the expected binned ECE of a perfectly calibrated
 model with the same confidences and number of examples: each prediction is
@@ -54,8 +54,8 @@ Usage::
 import numpy as np
 from scipy.stats import t as student_t
 
-from .calibration import DEFAULT_BINS, _bin_index, bin_edges
-from .errors import XfuseError
+from xfuse.calibration.metrics import DEFAULT_BINS, bin_index, bin_edges
+from xfuse.errors import XfuseError
 
 
 def holm(p_values) -> np.ndarray:
@@ -193,7 +193,7 @@ def ece_noise_floor(confidence, bins: int = DEFAULT_BINS, equal_mass: bool = Fal
 
     Each simulation draws ``right_i ~ Bernoulli(confidence_i)`` and computes
     the ECE over the bins of ``confidence`` (equal width, or equal mass with
-    the edges of the given confidences, as :func:`xfuse.calibration.adaptive_ece`).
+    the edges of the given confidences, as :func:`xfuse.calibration.metrics.adaptive_ece`).
     Returns the simulated ``mean`` and ``p95``: an observed ECE below them is
     what a calibrated model of this sharpness and sample size shows.
     """
@@ -203,7 +203,7 @@ def ece_noise_floor(confidence, bins: int = DEFAULT_BINS, equal_mass: bool = Fal
     if int(simulations) < 1:
         raise XfuseError(f"simulations: expected an integer >= 1, got {simulations}")
     edges = bin_edges(confidence, bins, equal_mass=equal_mass)
-    membership = np.eye(len(edges) - 1)[_bin_index(confidence, edges)]  # (N, K)
+    membership = np.eye(len(edges) - 1)[bin_index(confidence, edges)]  # (N, K)
     draws = np.random.default_rng(seed).random((int(simulations), confidence.size))  # (S, N)
     right = (draws < confidence).astype(np.float64)
     gaps = (confidence[None, :] - right) @ membership  # (S, K): n_b (conf_b - acc_b)

@@ -2,12 +2,12 @@
 
 Rows (``results.csv``): for each configuration, test language, condition and
 metric, the mean over seeds with a 95% interval that includes seed-to-seed
-variation (:func:`xfuse.statistics.seed_interval`: ``value +- t_nu * se``,
+variation (:func:`xfuse.report.statistics.seed_interval`: ``value +- t_nu * se``,
 its lower end truncated at 0 for metrics that cannot be negative, so it
 contains its point estimate), one row per seed beside it,
 and, for the binned ECEs, the **noise floor**: the expected ECE of a
 perfectly calibrated model with the same confidences and number of examples
-(:func:`xfuse.statistics.ece_noise_floor`, simulated, mean over seeds).
+(:func:`xfuse.report.statistics.ece_noise_floor`, simulated, mean over seeds).
 
 Each configuration's predicted-positive rate per test language (uncalibrated, mean over seeds) is kept
 for the findings on the bias term (``positive_rate``).
@@ -15,7 +15,7 @@ for the findings on the bias term (``positive_rate``).
 Configurations: every trained one of the sweep; **late fusion** (mean of the
 class probabilities of ``single`` heads: the last layer with each lower one,
 and the best ``k`` layers by dev-en loss with ``k`` chosen by the fused
-dev-en loss; :mod:`xfuse.results`); the **seed ensemble**, its control: the
+dev-en loss; :mod:`xfuse.report.results`); the **seed ensemble**, its control: the
 best single layer's heads averaged two seeds at a time (seeds ``i`` and
 ``i+1``), ensembling without fusion, described but not tested (its members
 share runs); and three **reference rows**:
@@ -27,7 +27,7 @@ share runs); and three **reference rows**:
 
 Comparisons (``comparisons.csv``): every configuration against both
 references (last layer, best single layer), paired on the test examples with
-seeds as replicates (:func:`xfuse.statistics.paired_seed_test`), and each
+seeds as replicates (:func:`xfuse.report.statistics.paired_seed_test`), and each
 pre-specified configuration calibrated against itself uncalibrated, and its temperature plus bias against its
 temperature alone fitted on the same set (reference ``temperature``), and late fusion at its best lower layer
 against the early fusion chosen on dev-en among the fusion heads at theirs (reference ``early_fusion``). Holm's
@@ -42,13 +42,13 @@ spread, so part of an ECE change between models of different sharpness is
 the floor's).
 
 A configuration has ``learned`` when every seed beat the prior on English dev
-(:func:`xfuse.diagnostics.learned`). Those that did not stay in the tables,
-marked, and are left out of every calibration finding (:mod:`xfuse.findings`).
+(:func:`xfuse.heads.diagnostics.learned`). Those that did not stay in the tables,
+marked, and are left out of every calibration finding (:mod:`xfuse.report.findings`).
 
 Usage::
 
     tables = build_report(ReportConfig(plan="sweeps/e5/plan.json"))
-    write_report(tables, Path("sweeps/e5/report"))     # xfuse.render
+    write_report(tables, Path("sweeps/e5/report"))     # xfuse.report.render
 """
 
 import dataclasses
@@ -58,21 +58,21 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .calibration import METRICS, metric_value, predicted_class, resample_counts, resampled_metrics, top_label
-from .errors import XfuseError
-from .fewshot import DEFAULT_KS, few_shot_ts
-from .results import (constant_member, fused_dev_en_loss, late_fusion, load_sweep, recorded_recipe, seed_ensemble,
+from xfuse.calibration.metrics import METRICS, metric_value, predicted_class, resample_counts, resampled_metrics, top_label
+from xfuse.errors import XfuseError
+from xfuse.calibration.fewshot import DEFAULT_KS, few_shot_ts
+from xfuse.report.results import (constant_member, fused_dev_en_loss, late_fusion, load_sweep, recorded_recipe, seed_ensemble,
                       train_base_rate)
-from .sweep import sweep_paths
-from .statistics import ece_noise_floor, holm, paired_seed_test, seed_interval
-from .temperature import logit_difference_probabilities
+from xfuse.sweep.plan import sweep_paths
+from xfuse.report.statistics import ece_noise_floor, holm, paired_seed_test, seed_interval
+from xfuse.calibration.temperature import logit_difference_probabilities
 
 REPORT_METRICS = ("accuracy", "ece", "adaptive_ece", "smooth_ece", "signed_calibration_error", "brier",
                   "brier_reliability", "brier_refinement", "nll", "auroc", "aurc")
 HIGHER_IS_BETTER = ("accuracy", "auroc")
 FLOORED = {"ece": False, "adaptive_ece": True}  # binned ECEs with a noise floor: equal-mass bins?
 NON_NEGATIVE = ("ece", "adaptive_ece", "smooth_ece", "mce", "classwise_ece", "brier", "brier_reliability",
-                "brier_refinement", "nll", "aurc")  # intervals truncated at 0 (xfuse.statistics.seed_interval)
+                "brier_refinement", "nll", "aurc")  # intervals truncated at 0 (xfuse.report.statistics.seed_interval)
 CALIBRATION_METRICS = ("ece", "adaptive_ece", "smooth_ece", "signed_calibration_error", "brier_reliability", "nll")
 FUSION_HEADS = ("dlfa", "aif", "concat", "mean")
 BIAS_AGAINST_TEMPERATURE = (("zero_shot_bias", "zero_shot_ts"), ("oracle_bias", "oracle_ts"))
@@ -85,7 +85,7 @@ ENSEMBLE_SIZE = 2  # heads per seed ensemble, as many as late fusion's pairs ave
 class ReportConfig:
     plan: str
     metrics: tuple = REPORT_METRICS
-    n_resamples: int = 200  # a variance estimate (xfuse.statistics), not percentiles: SE within about 5%
+    n_resamples: int = 200  # a variance estimate (xfuse.report.statistics), not percentiles: SE within about 5%
     seed: int = 0
     alpha: float = 0.05
     workers: int = 1  # languages computed in parallel processes
@@ -379,7 +379,7 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
         for key in ordered for lang in languages}  # uncalibrated, mean over seeds
     not_learned = {key: [m.seed for m in every[key] if not m.learned["learned"]] for key in ordered
                    if key != CONSTANT and not all(m.learned["learned"] for m in every[key])}
-    from .provenance import provenance
+    from xfuse.report.provenance import provenance
 
     return {"config": dataclasses.asdict(config), "plan": plan, "status": status, "rows": rows,
             "comparisons": comparisons, "index": {_row_key(row): row for row in rows if row["seed"] == "mean"},
@@ -406,7 +406,7 @@ def _map(function, jobs: list, workers: int):
 
 
 def few_shot_table(members: list, languages: list, config: ReportConfig, bins: int) -> dict:
-    """lang -> k -> ECE of few-shot temperature scaling (:mod:`xfuse.fewshot`), averaged over seeds.
+    """lang -> k -> ECE of few-shot temperature scaling (:mod:`xfuse.calibration.fewshot`), averaged over seeds.
 
     For each seed the draws' mean and standard deviation are taken; the table
     holds their means over seeds (``mean``, ``std``) and the mean temperature.

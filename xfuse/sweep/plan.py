@@ -13,8 +13,8 @@ A spec is a small JSON file::
       "train": {"max_epochs": 10}
     }
 
-``extract`` takes the fields of :class:`xfuse.extract.ExtractConfig` (the
-split is always ``all``), ``train`` those of :class:`xfuse.train.TrainConfig`
+``extract`` takes the fields of :class:`xfuse.features.extract.ExtractConfig` (the
+split is always ``all``), ``train`` those of :class:`xfuse.heads.train.TrainConfig`
 that are not set per task. A grid's ``layers`` is computed from the encoder's
 depth ``L`` (hidden states ``0..L``, 0 being the embedding output):
 
@@ -32,7 +32,7 @@ A sweep folder holds::
     <sweep>/plan.json            the plan: spec, resolved settings, features store, tasks
     <sweep>/results/<task>/      one train-heads result directory per finished task
     <sweep>/failed/<task>.txt    the error of a task's last failed attempt
-    <sweep>/jobs/, <sweep>/logs/ rendered sbatch scripts and their logs (see :mod:`xfuse.slurm`)
+    <sweep>/jobs/, <sweep>/logs/ rendered sbatch scripts and their logs (see :mod:`xfuse.sweep.slurm`)
     <sweep>/timings.json         wall time of each local run of a stage (extract, tasks)
 
 A task whose result directory exists is done (result directories appear only
@@ -56,21 +56,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from .errors import XfuseError
-from .extract import ExtractConfig
-from .features import STORE_FILE, FeatureStore, atomic_write_text
-from .hashing import config_fingerprint
-from .heads import HEADS
-from .layers import parse_layers, resolve_layers
-from .train import TrainConfig, default_threads, run_name, train_heads
+from xfuse.errors import XfuseError
+from xfuse.features.extract import ExtractConfig
+from xfuse.features.store import STORE_FILE, FeatureStore, atomic_write_text
+from xfuse.features.hashing import config_fingerprint
+from xfuse.heads.modules import HEADS
+from xfuse.features.layers import parse_layers, resolve_layers
+from xfuse.heads.train import TrainConfig, default_threads, run_name, train_heads
 
 PLAN_FORMAT = "xfuse-plan/1"
 PLAN_FILE = "plan.json"
 LAYER_KINDS = ("each", "lower_with_last", "pairs", "all")
 _SPEC_KEYS = ("extract", "grids", "seeds", "train")
 _EXTRACT_FIXED = ("split", "out")
-_TRAIN_PER_TASK = ("store", "layers", "head", "seed", "out", "languages")
-_TRAIN_ENVIRONMENT = ("device", "threads", "memory_mb")  # where and how fast a task runs, not what it computes
+TRAIN_PER_TASK = ("store", "layers", "head", "seed", "out", "languages")
+TRAIN_ENVIRONMENT = ("device", "threads", "memory_mb")  # where and how fast a task runs, not what it computes
 # Settings of a store that a plan's tasks depend on: a store that differs in one of them does not match.
 _STORE_KEYS = ("encoder", "max_length", "prefix", "dtype", "num_hidden_layers")
 
@@ -127,7 +127,7 @@ class SweepSpec:
     def validate(self) -> None:
         extract_fields = {field.name for field in dataclasses.fields(ExtractConfig)} - set(_EXTRACT_FIXED)
         _check_keys(self.extract, extract_fields, f"{self.source}: extract")
-        train_fields = {field.name for field in dataclasses.fields(TrainConfig)} - set(_TRAIN_PER_TASK)
+        train_fields = {field.name for field in dataclasses.fields(TrainConfig)} - set(TRAIN_PER_TASK)
         _check_keys(self.train, train_fields, f"{self.source}: train")
         if not self.grids:
             raise XfuseError(f"{self.source}: grids: expected at least one grid {{\"heads\": [...], \"layers\": ...}}")
@@ -173,7 +173,7 @@ def make_plan(spec: SweepSpec, sweep_dir: Path, store: Optional[Path] = None) ->
         _check_store_matches(settings, extract, store, num_layers=None)
         num_layers, stored = int(settings["num_hidden_layers"]), tuple(settings["layers"])
     else:
-        from .encoders import encoder_depth
+        from xfuse.features.encoders import encoder_depth
 
         num_layers, _ = encoder_depth(extract["encoder"], Path(extract["cache_dir"]))
         stored = parse_layers(extract["layers"], num_layers, option=f"{spec.source}: extract: layers")
@@ -223,8 +223,8 @@ def resolved_train_settings(train: dict) -> dict:
     (device, threads, memory, which do not change the recipe) are left out.
     """
     defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)
-                if field.name not in _TRAIN_PER_TASK + _TRAIN_ENVIRONMENT}
-    resolved = defaults | {key: value for key, value in train.items() if key not in _TRAIN_ENVIRONMENT}
+                if field.name not in TRAIN_PER_TASK + TRAIN_ENVIRONMENT}
+    resolved = defaults | {key: value for key, value in train.items() if key not in TRAIN_ENVIRONMENT}
     return json.loads(json.dumps(resolved))  # tuples as lists, as they are read back
 
 
@@ -339,7 +339,7 @@ def run_task(plan_path: Path, index: int, log: Callable[[str], None] = print, de
 
 
 def extract_config(plan: dict) -> ExtractConfig:
-    """The plan's resolved extraction settings as an :class:`~xfuse.extract.ExtractConfig`."""
+    """The plan's resolved extraction settings as an :class:`~xfuse.features.extract.ExtractConfig`."""
     return ExtractConfig(**{**plan["extract"], "languages": tuple(plan["extract"]["languages"])})
 
 
@@ -388,7 +388,7 @@ def run_local(plan_path: Path, workers: int = 1, progress: bool = True, log: Cal
 
     from tqdm import tqdm
 
-    from .extract import extract
+    from xfuse.features.extract import extract
 
     if workers < 1:
         raise XfuseError(f"--workers: expected an integer >= 1, got {workers}")

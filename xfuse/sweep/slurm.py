@@ -29,9 +29,9 @@ from pathlib import Path
 from string import Template
 from typing import Callable, Optional, Sequence
 
-from .errors import XfuseError
-from .features import atomic_write_text
-from .sweep import load_plan, sweep_paths, sweep_status
+from xfuse.errors import XfuseError
+from xfuse.features.store import atomic_write_text
+from xfuse.sweep.plan import load_plan, sweep_paths, sweep_status
 
 JOBS_DIR = Path(__file__).resolve().parents[1] / "jobs"
 
@@ -128,8 +128,8 @@ def render_array_script(plan: dict, plan_path: Path, options: ClusterOptions, in
 
 def store_is_complete(plan: dict) -> bool:
     """Whether the plan's features store holds a complete part for every file of the protocol."""
-    from .data import protocol_parts
-    from .features import FeatureStore
+    from xfuse.features.data import protocol_parts
+    from xfuse.features.store import FeatureStore
 
     store = Path(plan["store"])
     if not (store / "store.json").is_file():

@@ -5,7 +5,7 @@
 
 Every number comes from the results' ``metrics.json``, ``curve.json`` and
 ``predictions.npz``; few-shot temperature scaling is computed here from the
-saved dev and test logits (:func:`xfuse.fewshot.few_shot_ts`, 100 stratified
+saved dev and test logits (:func:`xfuse.calibration.fewshot.few_shot_ts`, 100 stratified
 draws per k, seed 0).
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 
 from scipy.special import softmax
 
-from xfuse.calibration import ece
-from xfuse.fewshot import DEFAULT_KS, few_shot_ts
+from xfuse.calibration.metrics import ece
+from xfuse.calibration.fewshot import DEFAULT_KS, few_shot_ts
 
 LANGUAGES = ("en", "de", "es", "fr", "ja", "ko", "zh")
 DRAWS = 100

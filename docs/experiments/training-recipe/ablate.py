@@ -51,7 +51,7 @@ _TYPE_VECTORS = {}  # token id -> its fixed random vector (E,), shared by every 
 
 def _replace_layer0(mode: str) -> None:
     """Patch xfuse's reader so that the first layer's scaled features are replaced as ``mode`` says."""
-    from xfuse import loader
+    from xfuse.heads import loader
 
     original = loader.PartReader._batch
 
@@ -94,7 +94,7 @@ def _type_rows(reader) -> np.ndarray:
 
 def run(root: Path, mode: str, runs: list) -> None:
     from convergence import config_of  # beside this script
-    from xfuse.train import train_heads
+    from xfuse.heads.train import train_heads
 
     if mode not in MODES:
         raise SystemExit(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")

@@ -46,7 +46,7 @@ def _read(result: Path) -> tuple:
 
 def config_of(settings: dict, **changes):
     """The TrainConfig a run recorded (``config.json``'s ``train``), with ``changes``."""
-    from xfuse.train import TrainConfig
+    from xfuse.heads.train import TrainConfig
 
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{key: tuple(value) if key == "languages" else value
@@ -55,7 +55,7 @@ def config_of(settings: dict, **changes):
 
 
 def _train_reference(job: tuple) -> str:
-    from xfuse.train import train_heads
+    from xfuse.heads.train import train_heads
 
     settings, out = job
     return str(train_heads(config_of(settings, out=str(out)), log=lambda line: None))
@@ -84,7 +84,7 @@ def references(folder: Path, runs: tuple = (), workers: int = 2) -> None:
 
 def default_note(settings: dict) -> str:
     """Whether the recipe ``settings`` is today's default of ``xfuse train-heads``, and how it differs if not."""
-    from xfuse.train import TrainConfig
+    from xfuse.heads.train import TrainConfig
 
     defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
     differences = [f"{key} {settings[key]} (default {defaults[key]})" for key in sorted(settings)

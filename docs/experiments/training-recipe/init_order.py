@@ -31,8 +31,8 @@ EPOCHS = 20
 
 
 def _build_with_init(init_seed: int) -> None:
-    """Patch xfuse.train so that the head's weights come from ``init_seed``; the generator then continues as before."""
-    from xfuse import train
+    """Patch xfuse.heads.train so that the head's weights come from ``init_seed``; the generator then continues as before."""
+    from xfuse.heads import train
 
     original = getattr(_build_with_init, "original", None) or train.build_head  # xfuse's own, never a patch
     _build_with_init.original = original
@@ -54,7 +54,7 @@ def run_name(configuration: str, init_seed: int, data_seed: int) -> str:
 
 def run(root: Path, configuration: str, init_seeds: list, data_seeds: list) -> None:
     from convergence import config_of  # beside this script
-    from xfuse.train import train_heads
+    from xfuse.heads.train import train_heads
 
     out = root / "init-order" / "results"
     for init_seed in init_seeds:

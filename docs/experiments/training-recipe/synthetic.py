@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
 from tiny import HEAD_LAYERS, outlier_task, write_feature_store  # noqa: E402
 
-from xfuse.train import TrainConfig, train_heads  # noqa: E402
+from xfuse.heads.train import TrainConfig, train_heads  # noqa: E402
 
 RECIPES = {
     "raw features, lr 3e-3 (the previous rate)": {"standardize": "none", "learning_rate": 3e-3},

