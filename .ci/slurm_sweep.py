@@ -66,7 +66,7 @@ def check_results(plan_path: Path) -> list:
     for task in plan["tasks"]:
         folder = results / task["name"]
         files = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
-        expected = ["config.json", "curve.json", "metrics.json", "predictions.npz"]
+        expected = ["config.json", "curve.json", "manifest.json", "metrics.json", "predictions.npz"]
         config = json.loads((folder / "config.json").read_text())["train"] if "config.json" in files else {}
         if config.get("standardize", "none") != "none":
             expected.append("standardizer.npz")  # the train-en statistics of a standardised run
@@ -76,7 +76,7 @@ def check_results(plan_path: Path) -> list:
         if (config["head"], config["seed"]) != (task["head"], task["seed"]) or sorted(metrics["languages"]) != ["de", "en", "ja"]:
             raise SystemExit(f"slurm: FAILED: task {task['index']} result does not match its plan entry")
     status = xfuse("sweep", "status", "--plan", str(plan_path)).splitlines()[0]
-    if status != f"{len(plan['tasks'])} tasks: {len(plan['tasks'])} done, 0 failed, 0 missing":
+    if status != f"{len(plan['tasks'])} tasks: {len(plan['tasks'])} done, 0 damaged, 0 failed, 0 missing":
         raise SystemExit(f"slurm: FAILED: {status}")
     return plan["tasks"]
 

@@ -215,16 +215,29 @@ def sweep_submit(plan_path, executor, workers, partition, account, time_limit, e
 @sweep.command("status")
 @click.option("--plan", "plan_path", required=True, help="plan.json written by xfuse sweep plan.")
 def sweep_status_command(plan_path):
-    """How many tasks are done, failed and missing; the failed ones with their error."""
+    """How many tasks are done, damaged, failed and missing; the damaged and failed ones with what is wrong."""
+    from xfuse.heads.result_files import describe, result_problems
     from xfuse.sweep.plan import load_plan, sweep_paths, sweep_status
 
     plan, states = load_plan(Path(plan_path)), sweep_status(Path(plan_path))
-    click.echo(f"{len(plan['tasks'])} tasks: {len(states['done'])} done, {len(states['failed'])} failed, "
-               f"{len(states['missing'])} missing")
+    click.echo(f"{len(plan['tasks'])} tasks: {len(states['done'])} done, {len(states['damaged'])} damaged, "
+               f"{len(states['failed'])} failed, {len(states['missing'])} missing")
+    for index in states["damaged"]:
+        folder = sweep_paths(Path(plan_path))["results"] / plan["tasks"][index]["name"]
+        click.echo(f"damaged {index} {describe(folder, result_problems(folder))} (xfuse sweep submit redoes it)")
     for index in states["failed"]:
         name = plan["tasks"][index]["name"]
         error = (sweep_paths(Path(plan_path))["failed"] / f"{name}.txt").read_text().strip().splitlines()
         click.echo(f"failed {index} {name}: {error[0] if error else ''}")
+
+
+@sweep.command("seal")
+@click.option("--plan", "plan_path", required=True, help="plan.json written by xfuse sweep plan.")
+def sweep_seal_command(plan_path):
+    """Record the manifest (sizes, checksums) that results made by an older xfuse lack, after checking them whole."""
+    from xfuse.sweep.plan import seal_results
+
+    seal_results(Path(plan_path), log=click.echo)
 
 
 @cli.command("run-task")

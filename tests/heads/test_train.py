@@ -11,6 +11,7 @@ import torch
 from xfuse.errors import XfuseError
 from xfuse.features.extract import ExtractConfig, extract
 from xfuse.heads import train as train_module
+from xfuse.heads.result_files import result_problems
 from xfuse.heads.train import CONDITIONS, TrainConfig, feature_scaling, train_heads
 
 from tiny import HEAD_LAYERS, outlier_task, write_feature_store
@@ -33,8 +34,9 @@ def run(store, tmp_path, **changes):
 def test_result_directory_holds_config_metrics_predictions_and_curve(tiny_store, tmp_path):
     result = run(tiny_store, tmp_path)
     assert result.name == "dlfa-L1_2-s0"
-    assert sorted(p.name for p in result.iterdir()) == ["config.json", "curve.json", "metrics.json", "predictions.npz",
-                                                       "standardizer.npz"]
+    assert sorted(p.name for p in result.iterdir()) == ["config.json", "curve.json", "manifest.json", "metrics.json",
+                                                       "predictions.npz", "standardizer.npz"]
+    assert result_problems(result, checksums=True) == []
     config = json.loads((result / "config.json").read_text())
     assert config["train"]["head"] == "dlfa" and config["features"]["hidden_size"] == 32
     metrics = json.loads((result / "metrics.json").read_text())
@@ -213,6 +215,22 @@ def test_patience_stops_a_run_only_from_min_epochs_on(tiny_store, tmp_path, monk
 def test_min_epochs_must_not_be_negative(tiny_store, tmp_path):
     with pytest.raises(XfuseError, match=r"--min-epochs: expected an integer >= 0, got -1"):
         run(tiny_store, tmp_path, min_epochs=-1)
+
+
+@pytest.mark.parametrize("option, changes, message", [
+    ("--epochs", {"max_epochs": -3}, r"--epochs: expected an integer >= 1, got -3"),  # not a --warmup-epochs range
+    ("--epochs", {"max_epochs": 0, "warmup_epochs": 2}, r"--epochs: expected an integer >= 1, got 0"),
+    ("--patience", {"patience": 0}, r"--patience: expected an integer >= 1, got 0"),
+    ("--batch-size", {"batch_size": 0}, r"--batch-size: expected an integer >= 1, got 0"),
+    ("--bins", {"bins": 0}, r"--bins: expected an integer >= 1, got 0"),
+    ("--bootstrap", {"n_resamples": -1}, r"--bootstrap: expected an integer >= 0, got -1"),
+    ("--lr", {"learning_rate": 0.0}, r"--lr: expected a number > 0, got 0.0"),
+    ("--warmup-epochs", {"warmup_epochs": -1.0}, r"--warmup-epochs: expected a number >= 0, got -1.0"),
+    ("--warmup-epochs", {"max_epochs": 3, "warmup_epochs": 5.0}, r"--warmup-epochs: expected at most --epochs \(3\)"),
+])
+def test_each_option_is_checked_on_its_own_before_options_are_checked_together(option, changes, message):
+    with pytest.raises(XfuseError, match=message):
+        TrainConfig(store="unused", **changes).resolved()
 
 
 def test_every_part_is_scaled_with_the_train_en_statistics(tiny_store, tmp_path, monkeypatch):

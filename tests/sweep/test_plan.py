@@ -148,9 +148,64 @@ def test_a_failed_task_is_recorded_then_cleared(small_sweep):
     assert sorted(outcome["done"]) == [2, 3] and not outcome["failed"]
     timings = json.loads((small_sweep.parent / "timings.json").read_text())
     assert "extract" not in timings and timings["tasks"][0]["tasks"] == 2  # a complete store is not an extraction run
-    assert sweep_status(small_sweep) == {"done": [0, 1, 2, 3], "failed": [], "missing": []}
+    assert sweep_status(small_sweep) == {"done": [0, 1, 2, 3], "damaged": [], "failed": [], "missing": []}
     assert not list((small_sweep.parent / "failed").iterdir())
     assert run_local(small_sweep, progress=False, log=lambda line: None)["done"] == []
+
+
+def _damage(kind: str, folder):
+    if kind == "metrics cut short":
+        data = (folder / "metrics.json").read_bytes()
+        (folder / "metrics.json").write_bytes(data[: len(data) // 2])
+    elif kind == "predictions missing":
+        (folder / "predictions.npz").unlink()
+    else:  # not a valid archive, same size
+        (folder / "predictions.npz").write_bytes(b"x" * (folder / "predictions.npz").stat().st_size)
+
+
+@pytest.mark.parametrize("kind", ["metrics cut short", "predictions missing", "predictions not an archive"])
+def test_a_damaged_result_is_listed_redone_by_submit_and_only_it(small_sweep, tmp_path, capsys, kind):
+    from xfuse.cli import main
+
+    run_local(small_sweep, progress=False, log=lambda line: None)  # every task done
+    copy = tmp_path / "sweep"
+    shutil.copytree(small_sweep.parent, copy)
+    plan_path, results = copy / "plan.json", copy / "results"
+    names = [task["name"] for task in json.loads(plan_path.read_text())["tasks"]]
+    _damage(kind, results / names[1])
+    stamps = {name: (results / name / "config.json").stat().st_mtime_ns for name in names}
+    assert sweep_status(plan_path) == {"done": [0, 2, 3], "damaged": [1], "failed": [], "missing": []}
+    main(["sweep", "status", "--plan", str(plan_path)])
+    out = capsys.readouterr().out
+    assert "4 tasks: 3 done, 1 damaged, 0 failed, 0 missing" in out and f"damaged 1 {results / names[1]}/" in out
+    with pytest.raises(SystemExit) as exit_code:  # the report refuses it in one line, no traceback
+        main(["report", "--plan", str(plan_path), "--workers", "1"])
+    error = capsys.readouterr().err.strip()
+    assert exit_code.value.code == 1 and len(error.splitlines()) == 1
+    assert error.startswith(f"xfuse: error: {results / names[1]}/") and "damaged result" in error
+    outcome = run_local(plan_path, progress=False, log=lambda line: None)
+    assert outcome["done"] == [1] and sorted(outcome["skipped"]) == [0, 2, 3]
+    assert sweep_status(plan_path)["done"] == [0, 1, 2, 3]
+    assert all((results / name / "config.json").stat().st_mtime_ns == stamps[name] for name in names if name != names[1])
+
+
+def test_sealing_gives_older_results_a_manifest_and_reports_damaged_ones(small_sweep, tmp_path):
+    from xfuse.heads.result_files import MANIFEST
+    from xfuse.sweep.plan import seal_results
+
+    run_local(small_sweep, progress=False, log=lambda line: None)
+    copy = tmp_path / "sweep"
+    shutil.copytree(small_sweep.parent, copy)
+    names = [task["name"] for task in json.loads((copy / "plan.json").read_text())["tasks"]]
+    for name in names:  # as an older xfuse wrote them
+        (copy / "results" / name / MANIFEST).unlink()
+    assert sweep_status(copy / "plan.json")["done"] == [0, 1, 2, 3]  # checked whole instead
+    _damage("predictions missing", copy / "results" / names[2])
+    lines = []
+    outcome = seal_results(copy / "plan.json", log=lines.append)
+    assert outcome["sealed"] == [names[0], names[1], names[3]] and outcome["damaged"] == [names[2]]
+    assert lines[-1] == "3 result(s) sealed, 0 had a manifest, 1 damaged (redone by xfuse sweep submit)"
+    assert all((copy / "results" / name / MANIFEST).is_file() for name in names if name != names[2])
 
 
 def test_run_task_refuses_a_plan_that_does_not_match_the_cache(small_sweep, tmp_path):

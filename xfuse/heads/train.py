@@ -76,6 +76,7 @@ from xfuse.features.store import FeatureStore
 from xfuse.heads.modules import HeadConfig, ScalarMixHead, build_head
 from xfuse.features.layers import parse_layers
 from xfuse.heads.loader import PartReader, memory_bytes
+from xfuse.heads.result_files import write_manifest
 from xfuse.heads.diagnostics import learned, prediction_profile, stopping
 from xfuse.calibration.temperature import BiasScaler, TemperatureScaler
 
@@ -122,7 +123,19 @@ class TrainConfig:
     mix_lr_factor: float = 10.0  # scalar_mix: its layer weights learn at this multiple of learning_rate
 
     def resolved(self) -> "TrainConfig":
-        """Device and threads as they will be used."""
+        """Device and threads as they will be used; each option is checked on its own before options are checked
+        against each other."""
+        for option, value, low in (("--epochs", self.max_epochs, 1), ("--patience", self.patience, 1),
+                                   ("--batch-size", self.batch_size, 1), ("--bins", self.bins, 1),
+                                   ("--bootstrap", self.n_resamples, 0), ("--min-epochs", self.min_epochs, 0),
+                                   ("--seed", self.seed, 0)):
+            if int(value) != value or value < low:
+                raise XfuseError(f"{option}: expected an integer >= {low}, got {value}")
+        for option, value in (("--lr", self.learning_rate), ("--mix-lr-factor", self.mix_lr_factor)):
+            if not value > 0:
+                raise XfuseError(f"{option}: expected a number > 0, got {value}")
+        if not self.warmup_epochs >= 0:
+            raise XfuseError(f"--warmup-epochs: expected a number >= 0, got {self.warmup_epochs}")
         for option, value in (("--threads", self.threads), ("--window-pairs", self.window_pairs)):
             if int(value) < (0 if option == "--threads" else 1):
                 raise XfuseError(f"{option}: expected an integer >= {0 if option == '--threads' else 1}, got {value}")
@@ -134,12 +147,8 @@ class TrainConfig:
             raise XfuseError(f"--standardize: expected one of {', '.join(STANDARDIZE)}, got {self.standardize!r}")
         if self.schedule not in SCHEDULES:
             raise XfuseError(f"--schedule: expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if not 0 <= self.warmup_epochs <= self.max_epochs:
-            raise XfuseError(f"--warmup-epochs: expected a number in [0, {self.max_epochs}], got {self.warmup_epochs}")
-        if self.min_epochs < 0:
-            raise XfuseError(f"--min-epochs: expected an integer >= 0, got {self.min_epochs}")
-        if not self.mix_lr_factor > 0:
-            raise XfuseError(f"--mix-lr-factor: expected a number > 0, got {self.mix_lr_factor}")
+        if self.warmup_epochs > self.max_epochs:  # the options against each other, once each is valid
+            raise XfuseError(f"--warmup-epochs: expected at most --epochs ({self.max_epochs}), got {self.warmup_epochs}")
         return dataclasses.replace(self, device=resolve_device(self.device), standardize=standardize,
                                    threads=int(self.threads) or default_threads())
 
@@ -424,6 +433,7 @@ def _write_result(config, name, store, metrics, logits, labels, ids, curve, stan
         np.savez_compressed(staging / "predictions.npz", **arrays)
         if standardizer is not None:  # train-en statistics and the divisor used, per stored layer and channel
             np.savez(staging / "standardizer.npz", **standardizer)
+        write_manifest(staging)  # last: sizes and checksums, so damage after this is seen (result_files)
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)

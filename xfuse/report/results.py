@@ -45,6 +45,7 @@ import numpy as np
 from scipy.special import log_softmax, logsumexp
 
 from xfuse.heads.diagnostics import learned
+from xfuse.heads.result_files import describe, result_problems
 from xfuse.errors import XfuseError
 from xfuse.sweep.plan import TRAIN_ENVIRONMENT, TRAIN_PER_TASK, load_plan, sweep_paths, sweep_status
 from xfuse.calibration.temperature import BiasScaler, TemperatureScaler
@@ -166,6 +167,12 @@ def load_sweep(plan_path: Path) -> tuple:
     plan = load_plan(plan_path)
     results = sweep_paths(plan_path)["results"]
     status = sweep_status(plan_path)
+    if status["damaged"]:
+        task = plan["tasks"][status["damaged"][0]]
+        folder = results / task["name"]
+        more = f"; {len(status['damaged']) - 1} more damaged" if len(status["damaged"]) > 1 else ""
+        raise XfuseError(f"{describe(folder, result_problems(folder))}: a damaged result{more}; xfuse sweep submit "
+                         "redoes it (xfuse sweep status lists them)")
     if not status["done"]:
         raise XfuseError(f"{plan_path}: no finished task yet; run xfuse sweep submit first")
     notes, base_rate = [], None

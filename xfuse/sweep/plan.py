@@ -62,6 +62,7 @@ from xfuse.features.store import STORE_FILE, FeatureStore, atomic_write_text
 from xfuse.features.hashing import config_fingerprint
 from xfuse.heads.modules import HEADS
 from xfuse.features.layers import parse_layers, resolve_layers
+from xfuse.heads.result_files import describe, result_problems, seal_result
 from xfuse.heads.train import TrainConfig, default_threads, run_name, train_heads
 
 PLAN_FORMAT = "xfuse-plan/1"
@@ -274,22 +275,46 @@ def sweep_paths(plan_path: Path) -> dict:
 
 
 def task_state(plan_path: Path, task: dict) -> str:
-    """``done`` (its result directory exists), ``failed`` (its last attempt raised) or ``missing``."""
+    """``done`` (its result is complete: :mod:`xfuse.heads.result_files`), ``damaged`` (a result folder with a
+    missing, cut-short or unreadable file), ``failed`` (its last attempt raised) or ``missing``."""
     paths = sweep_paths(plan_path)
-    if (paths["results"] / task["name"] / "metrics.json").is_file():
-        return "done"
+    folder = paths["results"] / task["name"]
+    if folder.is_dir():
+        return "damaged" if result_problems(folder) else "done"
     if (paths["failed"] / f"{task['name']}.txt").is_file():
         return "failed"
     return "missing"
 
 
 def sweep_status(plan_path: Path) -> dict:
-    """Task indices by state: ``{"done": [...], "failed": [...], "missing": [...]}``."""
+    """Task indices by state: ``{"done": [...], "damaged": [...], "failed": [...], "missing": [...]}``."""
     plan = load_plan(plan_path)
-    states = {"done": [], "failed": [], "missing": []}
+    states = {"done": [], "damaged": [], "failed": [], "missing": []}
     for task in plan["tasks"]:
         states[task_state(plan_path, task)].append(task["index"])
     return states
+
+
+def to_run(status: dict) -> list:
+    """The tasks a submit runs: every one not done (damaged results are redone, and replaced when complete)."""
+    return sorted(status["missing"] + status["failed"] + status["damaged"])
+
+
+def seal_results(plan_path: Path, log: Callable[[str], None] = print) -> dict:
+    """Record the manifest that results made by an older xfuse lack (:func:`xfuse.heads.result_files.seal_result`),
+    from their files as they are; nothing is recomputed. Returns the task names by outcome."""
+    plan, results = load_plan(plan_path), sweep_paths(plan_path)["results"]
+    outcome = {"sealed": [], "sealed already": [], "damaged": []}
+    for task in plan["tasks"]:
+        folder = results / task["name"]
+        if folder.is_dir():
+            state = seal_result(folder)
+            outcome[state].append(task["name"])
+            if state == "damaged":
+                log(f"damaged {task['name']}: {describe(folder, result_problems(folder))}")
+    log(f"{len(outcome['sealed'])} result(s) sealed, {len(outcome['sealed already'])} had a manifest, "
+        f"{len(outcome['damaged'])} damaged (redone by xfuse sweep submit)")
+    return outcome
 
 
 def train_config(plan: dict, task: dict, results_dir: Path, **overrides):
@@ -394,7 +419,7 @@ def run_local(plan_path: Path, workers: int = 1, progress: bool = True, log: Cal
         raise XfuseError(f"--workers: expected an integer >= 1, got {workers}")
     plan = load_plan(plan_path)
     status = sweep_status(plan_path)
-    todo = status["missing"] + status["failed"]
+    todo = to_run(status)
     outcome = {"done": [], "skipped": status["done"], "failed": []}
     if not todo:
         log(f"all {len(plan['tasks'])} tasks are done; nothing to run")

@@ -31,7 +31,7 @@ from typing import Callable, Optional, Sequence
 
 from xfuse.errors import XfuseError
 from xfuse.features.store import atomic_write_text
-from xfuse.sweep.plan import load_plan, sweep_paths, sweep_status
+from xfuse.sweep.plan import load_plan, sweep_paths, sweep_status, to_run
 
 JOBS_DIR = Path(__file__).resolve().parents[1] / "jobs"
 
@@ -157,7 +157,7 @@ def submit_slurm(plan_path: Path, options: ClusterOptions, log: Callable[[str], 
     plan = load_plan(plan_path)
     paths = sweep_paths(plan_path)
     status = sweep_status(plan_path)
-    todo = status["missing"] + status["failed"]
+    todo = to_run(status)
     if not todo:
         log(f"all {len(plan['tasks'])} tasks are done; nothing to submit")
         return {}
