@@ -82,11 +82,26 @@ def write_plan(folder: Path, tasks: int = 5) -> Path:
     return folder / "plan.json"
 
 
+def fake_result(folder):
+    """A complete result folder as far as the sweep can tell (its files whole, its manifest written)."""
+    import numpy as np
+
+    from xfuse.heads.result_files import write_manifest
+
+    folder.mkdir(parents=True)
+    for name in ("config.json", "curve.json", "metrics.json"):
+        (folder / name).write_text("{}\n")
+    np.savez_compressed(folder / "predictions.npz", **{"test-en/logits": np.zeros((2, 2))})
+    write_manifest(folder)
+    return folder
+
+
 def test_submit_puts_only_missing_tasks_in_an_array_after_the_extraction(tmp_path):
     plan_path = write_plan(tmp_path / "sweep")
     for done in ("single-L1-s0", "single-L2-s0"):
-        (tmp_path / "sweep" / "results" / done).mkdir(parents=True)
-        (tmp_path / "sweep" / "results" / done / "metrics.json").write_text("{}")
+        fake_result(tmp_path / "sweep" / "results" / done)
+    damaged = fake_result(tmp_path / "sweep" / "results" / "single-L3-s0")
+    (damaged / "predictions.npz").unlink()  # listed as damaged: in the array again
     fake, lines = FakeSbatch(), []
     jobs = submit_slurm(plan_path, OPTIONS, log=lines.append, run=fake)
     assert jobs == {"extract": "101", "array": "102"}
@@ -98,8 +113,7 @@ def test_submit_puts_only_missing_tasks_in_an_array_after_the_extraction(tmp_pat
 
 def test_submit_with_everything_done_submits_nothing(tmp_path):
     plan_path = write_plan(tmp_path / "sweep", tasks=1)
-    (tmp_path / "sweep" / "results" / "single-L0-s0").mkdir(parents=True)
-    (tmp_path / "sweep" / "results" / "single-L0-s0" / "metrics.json").write_text("{}")
+    fake_result(tmp_path / "sweep" / "results" / "single-L0-s0")
     fake, lines = FakeSbatch(), []
     assert submit_slurm(plan_path, OPTIONS, log=lines.append, run=fake) == {}
     assert fake.calls == [] and lines == ["all 1 tasks are done; nothing to submit"]

@@ -33,7 +33,7 @@ from xfuse.errors import XfuseError
 from xfuse.features.store import atomic_write_text
 from xfuse.sweep.plan import load_plan, sweep_paths, sweep_status, to_run
 
-JOBS_DIR = Path(__file__).resolve().parents[1] / "jobs"
+JOBS_DIR = Path(__file__).resolve().parents[2] / "jobs"  # the repository's jobs/, beside xfuse/
 
 
 @dataclass(frozen=True)
