@@ -55,7 +55,8 @@ def write_feature_store(store_dir: Path, parts: dict, num_hidden_layers: int) ->
 
     ``parts`` maps ``(split, lang)`` to ``(features, lengths, labels)``: ``features`` (layers, tokens, E) holds every
     hidden state ``0..num_hidden_layers`` of the pairs' tokens one after another, ``lengths`` the tokens of each pair
-    (the second sentence starts half-way).
+    (the second sentence starts half-way). A fourth element, a dict, may give the part's ``ids``, token
+    ``input_ids``, ``second_start`` and ``data_file`` (its sha256 is recorded) instead of the synthetic ones.
     """
     import numpy as np
 
@@ -70,18 +71,25 @@ def write_feature_store(store_dir: Path, parts: dict, num_hidden_layers: int) ->
     settings["fingerprint"] = config_fingerprint(settings)
     store_dir.mkdir(parents=True, exist_ok=True)
     write_store_settings(store_dir, settings)
-    for (split, lang), (features, lengths, labels) in parts.items():
+    for (split, lang), (features, lengths, labels, *extra) in parts.items():
+        extra = extra[0] if extra else {}
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         target = store_dir / f"{split}-{lang}-{'0' * 12}.h5"
         shards_dir(target).mkdir(parents=True, exist_ok=True)
         shard = shards_dir(target) / "shard-00000.h5"
         write_shard(shard, features.astype(np.float16), layers, {"first": 0, "stop": len(lengths)})
-        pairs = {"id": [f"{split}-{lang}-{i}" for i in range(len(lengths))], "label": np.asarray(labels),
-                 "offset": offsets, "second_start": (np.asarray(lengths) // 2).astype(np.int32),
-                 "input_ids": np.zeros(offsets[-1], dtype=np.int32)}
+        pairs = {"id": extra.get("ids", [f"{split}-{lang}-{i}" for i in range(len(lengths))]),
+                 "label": np.asarray(labels), "offset": offsets,
+                 "second_start": np.asarray(extra.get("second_start", np.asarray(lengths) // 2)).astype(np.int32),
+                 "input_ids": np.asarray(extra.get("input_ids", np.zeros(offsets[-1])), dtype=np.int32)}
         attrs = {key: value for key, value in settings.items() if key != "fingerprint"}
-        attrs.update(settings_fingerprint=settings["fingerprint"], split=split, lang=lang, data_file="synthetic",
-                     dropped_not_translated=0, dropped_empty=0, dropped_unlabelled=0)
+        attrs.update(settings_fingerprint=settings["fingerprint"], split=split, lang=lang,
+                     data_file=str(extra.get("data_file", "synthetic")), dropped_not_translated=0, dropped_empty=0,
+                     dropped_unlabelled=0)
+        if "data_file" in extra:
+            from xfuse.features.hashing import file_sha256
+
+            attrs["data_sha256"] = file_sha256(Path(extra["data_file"]))
         write_part(target, [shard], [int(offsets[-1])], pairs, attrs)
     return store_dir
 

@@ -285,6 +285,28 @@ def report(plan_path, out, n_resamples, alpha, seed, workers, few_shot_ks, few_s
     write_report(tables, Path(out) if out else Path(plan_path).parent / "report", log=click.echo)
 
 
+@cli.command()
+@click.option("--store", default=None, help="Features store folder [default: the only store under --cache-dir/features].")
+@click.option("--cache-dir", default=lambda: os.environ.get(CACHE_ENV, "cache"), show_default=f"${CACHE_ENV} or ./cache")
+@click.option("--split", type=click.Choice(["test", "dev"]), default="test", show_default=True,
+              help="The translated parts to align with English.")
+@click.option("--out", default=None, help="Folder of alignment.csv, .json and .png [default: STORE/alignment].")
+@click.option("--bootstrap", "n_resamples", type=int, default=1000, show_default=True,
+              help="Resamples of source families for the retrieval intervals.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shuffle and the resamples.")
+@click.option("--data-dir", default=None,
+              help="PAWS-X folder with the English file of the split (source families) [default: the store's].")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def align(store, cache_dir, split, out, n_resamples, seed, data_dir, quiet):
+    """Layer-wise cross-lingual alignment of a store: linear CKA and translation retrieval against English."""
+    from xfuse.features.align import AlignConfig, align as run_align
+    from xfuse.features.store import find_store
+
+    store_dir = Path(store) if store else find_store(Path(cache_dir))
+    config = AlignConfig(store=str(store_dir), split=split, n_resamples=n_resamples, seed=seed, data_dir=data_dir)
+    run_align(config, Path(out) if out else store_dir / "alignment", progress=not quiet, log=click.echo)
+
+
 def main(argv=None) -> None:
     """Run the command line, printing any error as one line."""
     try:

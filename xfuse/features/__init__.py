@@ -7,9 +7,10 @@ Imports nothing of xfuse but :mod:`xfuse.errors`.
 
 Entry points: :class:`ExtractConfig` and :func:`extract` (``xfuse extract``),
 :class:`FeatureStore` (reading a store), :func:`verify_store` (``xfuse
-verify``). Modules: ``data``,
+verify``), :class:`AlignConfig` and :func:`align` (``xfuse align``, the
+layer-wise cross-lingual alignment of a store). Modules: ``data``,
 ``leakage``, ``encoders``, ``embedded``, ``extract``, ``store``, ``layers``,
-``hashing``.
+``hashing``, ``align``.
 
 ::
 
@@ -21,11 +22,12 @@ verify``). Modules: ``data``,
 
 from xfuse.features.store import FeatureStore, verify_store
 
-_LAZY = {"ExtractConfig": "xfuse.features.extract", "extract": "xfuse.features.extract"}
+_LAZY = {"ExtractConfig": "xfuse.features.extract", "extract": "xfuse.features.extract",
+         "AlignConfig": "xfuse.features.align", "align": "xfuse.features.align"}
 
 
 def __getattr__(name: str):
-    """The extraction entry points, imported on first use (extraction imports torch)."""
+    """The extraction and alignment entry points, imported on first use (extraction imports torch)."""
     if name in _LAZY:
         import importlib
 
@@ -33,4 +35,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'xfuse.features' has no attribute {name!r}")
 
 
-__all__ = ["ExtractConfig", "FeatureStore", "extract", "verify_store"]
+__all__ = ["AlignConfig", "ExtractConfig", "FeatureStore", "align", "extract", "verify_store"]

@@ -177,6 +177,24 @@ class FeaturePart:
             raise XfuseError(f"{self.path}: reading layer {layer} failed ({error}); "
                              "the store may be damaged: run xfuse verify") from None
 
+    def channel_moments(self, layers: Sequence[int], pairs_per_chunk: int = 1024) -> tuple:
+        """Mean and standard deviation (L, E) of every channel of ``layers`` over the part's real tokens.
+
+        One pass in float64, ``pairs_per_chunk`` pairs of one layer read at a time; padding never enters.
+        """
+        layers = self.resolve(layers)
+        width = int(self.attrs["hidden_size"])
+        total, squares = np.zeros((len(layers), width)), np.zeros((len(layers), width))
+        for first in range(0, len(self), pairs_per_chunk):
+            begin, end = int(self.offsets[first]), int(self.offsets[min(first + pairs_per_chunk, len(self))])
+            for position, layer in enumerate(layers):
+                rows = self._rows(layer, begin, end).astype(np.float64)
+                total[position] += rows.sum(axis=0)
+                squares[position] += np.square(rows).sum(axis=0)
+        tokens = float(self.offsets[-1])
+        mean = total / tokens
+        return mean, np.sqrt(np.maximum(squares / tokens - mean ** 2, 0.0))
+
     def read(self, layers: Sequence[int], pairs: Optional[Iterable[int]] = None) -> PairBatch:
         """Padded features of ``pairs`` (all when None) for ``layers``, in the order given.
 

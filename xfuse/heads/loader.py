@@ -187,19 +187,11 @@ class PartReader:
     def channel_moments(self) -> tuple:
         """Mean and standard deviation (L, E) of every stored channel over the part's real tokens.
 
-        Read block by block in float64 (one pass over the part), independent of
+        Read block by block in float64 (one pass over the part,
+        :meth:`xfuse.features.store.FeaturePart.channel_moments`), independent of
         the memory setting; padding never enters.
         """
-        total = np.zeros((len(self.layers), self.width))
-        squares = np.zeros((len(self.layers), self.width))
-        for begin, end in self._row_chunks():
-            for position, layer in enumerate(self.layers):
-                rows = self.part._rows(layer, begin, end).astype(np.float64)
-                total[position] += rows.sum(axis=0)
-                squares[position] += np.square(rows).sum(axis=0)
-        tokens = float(self.offsets[-1])
-        mean = total / tokens
-        return mean, np.sqrt(np.maximum(squares / tokens - mean ** 2, 0.0))
+        return self.part.channel_moments(self.layers, 16 * BLOCK_PAIRS)
 
     def standardize(self, mean: np.ndarray, std: np.ndarray, floor: float = 1e-6) -> None:
         """From now on, batches hold ``(x - mean) / max(std, floor)`` per layer and channel, zero on padding."""
