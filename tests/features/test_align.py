@@ -11,6 +11,7 @@ from scipy.stats import ortho_group
 
 from xfuse.errors import XfuseError
 from xfuse.features.align import (AlignConfig, _sentence_spans, align, debiased_cka, family_interval, linear_cka,
+                                  longest_prefix,
                                   nearest, prefix_tokens, read_alignment, source_families,
                                   unbiased_hsic_gram)
 
@@ -127,7 +128,7 @@ def synthetic_store(tmp_path, drop_target=(), extra_target=0, with_english_test=
         tokens, lengths, second, rows = [], [], [], []
         for pair_id in ids:
             index = int(pair_id[1:]) if pair_id.startswith("p") else None
-            pair = _pair_tokens(rng, 3, 4)
+            pair = _pair_tokens(rng, 3 + 2 * (index % 2 if index is not None else 0), 4)  # 17 or 19 tokens
             start = pair.index(2) + 2
             vectors = []
             for position, token in enumerate(pair):
@@ -167,7 +168,7 @@ def test_align_end_to_end_on_a_synthetic_store(tmp_path):
     result = align(AlignConfig(store=str(store), n_resamples=200), out, progress=False, log=lambda line: None)
     rows = result["rows"]
     assert result["prefix_tokens"] == PREFIX
-    assert result["counts"]["de"] == {"pairs": 78, "missing": 2, "unmatched_target": 2}
+    assert result["counts"]["de"] == {"pairs": 78, "missing": 2, "truncated": 0, "unmatched_target": 2}
     assert all(row["pairs"] == 78 and row["missing"] == 2 for row in rows)
     aligned, independent = _values(rows, 1, "retrieval_centred"), _values(rows, 0, "retrieval_centred")
     assert aligned["value"] == 1.0 and aligned["low"] <= 1.0 <= aligned["high"]
@@ -182,6 +183,23 @@ def test_align_end_to_end_on_a_synthetic_store(tmp_path):
     assert read[0]["value"] == pytest.approx(rows[0]["value"])
     facts = json.loads((out / "alignment.json").read_text())
     assert facts["counts"]["de"]["missing"] == 2 and "rows" not in facts
+
+
+def test_pairs_cut_at_the_maximum_length_are_left_out_and_counted(tmp_path):
+    store, _ = synthetic_store(tmp_path)
+    settings = json.loads((store / "store.json").read_text())
+    (store / "store.json").write_text(json.dumps({**settings, "max_length": 19}))  # the odd pairs have 19 tokens
+    result = align(AlignConfig(store=str(store), n_resamples=100), tmp_path / "out", progress=False,
+                   log=lambda line: None)
+    assert result["counts"]["de"] == {"pairs": 40, "missing": 0, "truncated": 40, "unmatched_target": 0}
+    assert _values(result["rows"], 1, "retrieval_centred")["value"] == 1.0
+
+
+def test_the_longest_of_nested_prefixes_is_stripped_where_it_matches():
+    assert longest_prefix([(41, 1294, 12), (41, 1294, 12, 6), (41, 1294, 12)], (41, 1294, 12)) == (41, 1294, 12, 6)
+    assert longest_prefix([(41, 1294, 12), (7, 8, 9, 10)], (41, 1294, 12)) == (41, 1294, 12)  # not nested
+    tokens = np.array([0, 41, 1294, 12, 6, 7, 2, 2, 41, 1294, 12, 9, 2])  # a bare 6 in one sentence only
+    assert _sentence_spans(tokens, 8, (41, 1294, 12, 6)) == [(5, 6), (11, 12)]
 
 
 def test_pooling_leaves_out_the_special_and_prefix_tokens(tmp_path):

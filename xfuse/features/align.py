@@ -37,8 +37,14 @@ pair encoded together):
   (``<s>``, ``</s>``, ``[CLS]``, ``[SEP]``) and the encoder's prefix tokens
   (``query: `` for e5) are left out, since they are the same in every
   language and would inflate alignment. The prefix tokens are found in the
-  data (the token sequence that starts most sentences, :func:`prefix_tokens`),
-  so no tokenizer is needed; ``second_start`` splits the two sentences.
+  data (the token sequence that starts most sentences of a part,
+  :func:`prefix_tokens`; the longest of the parts' nested prefixes, so that
+  the bare ``▁`` SentencePiece puts after ``query:`` before most Japanese and
+  Chinese sentences goes too, :func:`longest_prefix`), so no tokenizer is
+  needed; ``second_start`` splits the two sentences.
+- A pair cut at the store's maximum length on either side (mostly Japanese:
+  108 of 1,945 test pairs at 128 tokens) is no longer a translation of the
+  other side: left out, and counted (``truncated`` in the counts).
 - A pair's vector is the mean of its two sentence vectors, each sentence
   weighing the same whatever its length.
 - Two views (``features``): ``raw``, the stored hidden states; ``scaled``, the
@@ -219,6 +225,25 @@ def prefix_tokens(starts: list, limit: int = 8) -> tuple:
     return tuple(prefix)
 
 
+def part_prefix(input_ids: np.ndarray, offsets: np.ndarray, second_start: np.ndarray) -> tuple:
+    """:func:`prefix_tokens` of one part: over the first tokens of both sentences of every pair."""
+    starts = [input_ids[offsets[i] + 1 : offsets[i] + 9].tolist() for i in range(len(offsets) - 1)]
+    starts += [input_ids[offsets[i] + second_start[i] : offsets[i] + second_start[i] + 8].tolist()
+               for i in range(len(offsets) - 1)]
+    return prefix_tokens(starts)
+
+
+def longest_prefix(prefixes: list, fallback: tuple) -> tuple:
+    """The longest of the parts' prefixes when every other one begins it, else ``fallback``.
+
+    SentencePiece writes ``query: `` + a word as ``▁que ry :`` then the word with its own ``▁`` where the word
+    allows (English), or a bare ``▁`` token first (most Japanese and Chinese sentences): the parts' prefixes nest,
+    and the longest, stripped as far as it matches (:func:`_sentence_spans`), removes the bare token wherever it is.
+    """
+    longest = max(prefixes, key=len)
+    return longest if all(tuple(longest[: len(p)]) == tuple(p) for p in prefixes) else fallback
+
+
 def _sentence_spans(tokens: np.ndarray, second_start: int, prefix: tuple) -> list:
     """[(begin, end), (begin, end)]: each sentence's real tokens, specials and prefix left out."""
     separator = tokens[-1]  # the pair's closing special token, also the separator between the sentences
@@ -326,14 +351,19 @@ def compute_alignment(config: AlignConfig, progress: bool = True, log: Callable[
     languages = [lang for split, lang in sorted(available) if split == config.split and lang != "en"]
     if not languages:
         raise XfuseError(f"{config.store}: no {config.split} part in a language other than English to align with")
+    tokens, prefixes = {}, {}
+    for lang in ["en"] + languages:  # every part's own prefix: a bare word-boundary token may follow it in some
+        with store.part(config.split, lang) as part:
+            tokens[lang] = _input_ids(part)
+            prefixes[lang] = part_prefix(tokens[lang], part.offsets, part.second_start)
+    prefix = longest_prefix(list(prefixes.values()), prefixes["en"])
+    max_length = int(store.settings.get("max_length", 0))
     with store.part(config.split, "en") as part:
-        input_ids = _input_ids(part)
-        starts = [input_ids[part.offsets[i] + 1 : part.offsets[i] + 9].tolist() for i in range(len(part))]
-        prefix = prefix_tokens(starts)
         layers = list(part.layers)
         english_ids = list(part.ids)
+        english_truncated = set(np.flatnonzero(part.lengths >= max_length).tolist()) if max_length else set()
         texts = _english_texts(part, config.data_dir)
-        english = pooled_part(part, input_ids, prefix, progress)
+        english = pooled_part(part, tokens["en"], prefix, progress)
     families = source_families([texts[i][0] for i in english_ids], [texts[i][1] for i in english_ids])
     mean, divisor = train_scaling(store, progress)  # (L, E) each
     views = {"raw": lambda pooled, position: pooled,
@@ -342,12 +372,16 @@ def compute_alignment(config: AlignConfig, progress: bool = True, log: Callable[
     rows, counts = [], {}
     for lang in languages:
         with store.part(config.split, lang) as part:
-            target = pooled_part(part, _input_ids(part), prefix, progress)
+            target = pooled_part(part, tokens[lang], prefix, progress)
             target_ids = list(part.ids)
-        keep = [row for row, pair_id in enumerate(target_ids) if pair_id in row_of]
+            cut = part.lengths >= max_length if max_length else np.zeros(len(part), dtype=bool)
+        both = [row for row, pair_id in enumerate(target_ids) if pair_id in row_of]
+        # a pair cut at max_length on either side is not a translation of the other any more: left out, counted
+        keep = [row for row in both if not cut[row] and row_of[target_ids[row]] not in english_truncated]
         matched = np.array([row_of[target_ids[row]] for row in keep])  # English row of each kept target pair
-        missing = len(english_ids) - len(keep)  # English pairs without a translation here (NS rows, dropped labels)
-        counts[lang] = {"pairs": len(keep), "missing": missing, "unmatched_target": len(target_ids) - len(keep)}
+        missing = len(english_ids) - len(both)  # English pairs without a translation here (NS rows, dropped labels)
+        counts[lang] = {"pairs": len(keep), "missing": missing, "truncated": len(both) - len(keep),
+                        "unmatched_target": len(target_ids) - len(both)}
         for position, layer in enumerate(layers):
             for view, transform in views.items():
                 english_view, target_view = (transform(english[:, position], position),
@@ -359,9 +393,10 @@ def compute_alignment(config: AlignConfig, progress: bool = True, log: Callable[
 
                 rows += _measure_rows(layer, lang, view, english_view[matched], target_view, hits_of,
                                       families[matched], config, len(keep), missing)
-        log(f"align: {lang} done ({len(keep)} pairs, {missing} English pairs without a translation left out)")
+        log(f"align: {lang} done ({len(keep)} pairs; left out: {missing} English pairs without a translation, "
+            f"{len(both) - len(keep)} pairs cut at {max_length} tokens)")
     return {"config": dataclasses.asdict(config), "rows": rows, "languages": languages, "layers": layers,
-            "counts": counts, "prefix_tokens": list(prefix), "english_pairs": len(english_ids),
+            "counts": counts, "prefix_tokens": list(prefix), "prefix_tokens_by_part": {k: list(v) for k, v in prefixes.items()}, "english_pairs": len(english_ids),
             "families": int(len(np.unique(families))), "fingerprint": store.settings.get("fingerprint"),
             "seconds": time.perf_counter() - started}
 
