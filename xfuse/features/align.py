@@ -84,6 +84,7 @@ MEASURES = ("cka", "cka_mismatched", "cka_debiased", "retrieval", "retrieval_cen
 VIEWS = ("raw", "scaled")
 COLUMNS = ("layer", "language", "features", "measure", "value", "low", "high", "pairs", "missing")
 CSV_FILE, FIGURE_FILE, CONFIG_FILE = "alignment.csv", "alignment.png", "alignment.json"
+MIN_PAIRS = 10  # a language with fewer matched, uncut pairs is left out (and said so)
 BLOCK_PAIRS = 256  # pairs read at once: at most BLOCK_PAIRS * 128 tokens x E of one layer in memory
 
 
@@ -378,10 +379,13 @@ def compute_alignment(config: AlignConfig, progress: bool = True, log: Callable[
         both = [row for row, pair_id in enumerate(target_ids) if pair_id in row_of]
         # a pair cut at max_length on either side is not a translation of the other any more: left out, counted
         keep = [row for row in both if not cut[row] and row_of[target_ids[row]] not in english_truncated]
-        matched = np.array([row_of[target_ids[row]] for row in keep])  # English row of each kept target pair
+        matched = np.array([row_of[target_ids[row]] for row in keep], dtype=np.int64)  # English row of each kept pair
         missing = len(english_ids) - len(both)  # English pairs without a translation here (NS rows, dropped labels)
         counts[lang] = {"pairs": len(keep), "missing": missing, "truncated": len(both) - len(keep),
                         "unmatched_target": len(target_ids) - len(both)}
+        if len(keep) < MIN_PAIRS:
+            log(f"align: {lang} left out: {len(keep)} pairs in both languages, uncut (at least {MIN_PAIRS} needed)")
+            continue
         for position, layer in enumerate(layers):
             for view, transform in views.items():
                 english_view, target_view = (transform(english[:, position], position),
@@ -395,6 +399,10 @@ def compute_alignment(config: AlignConfig, progress: bool = True, log: Callable[
                                       families[matched], config, len(keep), missing)
         log(f"align: {lang} done ({len(keep)} pairs; left out: {missing} English pairs without a translation, "
             f"{len(both) - len(keep)} pairs cut at {max_length} tokens)")
+    if not rows:
+        raise XfuseError(f"{config.store}: no language has {MIN_PAIRS} or more {config.split} pairs in common with "
+                         f"English and uncut at {max_length} tokens; nothing to align")
+    languages = [lang for lang in languages if counts[lang]["pairs"] >= MIN_PAIRS]
     return {"config": dataclasses.asdict(config), "rows": rows, "languages": languages, "layers": layers,
             "counts": counts, "prefix_tokens": list(prefix), "prefix_tokens_by_part": {k: list(v) for k, v in prefixes.items()}, "english_pairs": len(english_ids),
             "families": int(len(np.unique(families))), "fingerprint": store.settings.get("fingerprint"),
