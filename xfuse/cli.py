@@ -270,8 +270,16 @@ def run_task_command(plan_path, index, device, threads):
               help="Stratified draws of each k (0: no few-shot section).")
 @click.option("--floor-simulations", type=int, default=200, show_default=True,
               help="Simulations of the ECE noise floor per seed, language and condition.")
-def report(plan_path, out, n_resamples, alpha, seed, workers, few_shot_ks, few_shot_draws, floor_simulations):
+@click.option("--cache", default=None, show_default="the sweep's .report-cache/",
+              help="Folder of the per-run entries, reused by later reports (keyed by content).")
+@click.option("--no-cache", is_flag=True, help="Compute every entry; read and write no cache.")
+@click.option("--alignment", default=None,
+              help="alignment.csv of xfuse align for the alignment section [default: computed once from the plan's "
+                   "store and cached, or left out when the store is not here].")
+def report(plan_path, out, n_resamples, alpha, seed, workers, few_shot_ks, few_shot_draws, floor_simulations, cache,
+           no_cache, alignment):
     """Tables (CSV, Markdown) and figures of a sweep's results, with seed-level tests against the reference rows."""
+    from xfuse.report.alignment import add_alignment
     from xfuse.report.render import write_report
     from xfuse.report.tables import ReportConfig, build_report
 
@@ -280,8 +288,9 @@ def report(plan_path, out, n_resamples, alpha, seed, workers, few_shot_ks, few_s
     except ValueError:
         raise XfuseError(f"--few-shot-ks: expected comma-separated integers, got {few_shot_ks!r}") from None
     config = ReportConfig(plan=plan_path, n_resamples=n_resamples, alpha=alpha, seed=seed, workers=workers,
-                          few_shot_ks=ks, few_shot_draws=few_shot_draws, floor_simulations=floor_simulations)
-    tables = build_report(config, log=click.echo)
+                          few_shot_ks=ks, few_shot_draws=few_shot_draws, floor_simulations=floor_simulations,
+                          cache=cache, use_cache=not no_cache, alignment=alignment)
+    tables = add_alignment(build_report(config, log=click.echo), log=click.echo)
     write_report(tables, Path(out) if out else Path(plan_path).parent / "report", log=click.echo)
 
 

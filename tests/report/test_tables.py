@@ -13,6 +13,7 @@ from scipy.special import softmax
 
 from xfuse.calibration import metrics as cal
 from xfuse.errors import XfuseError
+from xfuse.heads.result_files import write_manifest
 from xfuse.report.figures import (accuracy_vs_ece_figure, delta_heatmap_figure, delta_matrix, figure_specs,
                            reliability_figure, signed_error_figure)
 from xfuse.report.render import ROW_COLUMNS, to_csv, write_report
@@ -241,6 +242,7 @@ def test_a_stale_or_foreign_result_is_refused_with_its_folder_named(sweep, tmp_p
     config = json.loads(config_path.read_text())
     config["train"]["learning_rate"] = 0.1  # made by another recipe
     config_path.write_text(json.dumps(config))
+    write_manifest(config_path.parent)  # whole as written: a result of another recipe, not a damaged one
     planned = json.loads((copy / "plan.json").read_text())["train_resolved"]["learning_rate"]
     with pytest.raises(XfuseError, match=rf"aif-L0_2-s1: a stale or foreign result: learning_rate is 0.1 there, the "
                                          rf"plan asks for {planned}"):
@@ -249,14 +251,18 @@ def test_a_stale_or_foreign_result_is_refused_with_its_folder_named(sweep, tmp_p
     metrics = json.loads(metrics_path.read_text())
     config["train"]["learning_rate"] = planned
     config_path.write_text(json.dumps(config))
+    write_manifest(config_path.parent)
     del metrics["languages"]["ja"]  # made for fewer languages than the plan's
     original = metrics_path.read_text()
     metrics_path.write_text(json.dumps(metrics))
+    write_manifest(config_path.parent)
     with pytest.raises(XfuseError, match=r"aif-L0_2-s1: no results for language\(s\) ja of the plan"):
         build_report(ReportConfig(plan=str(copy / "plan.json"), n_resamples=100), log=lambda line: None)
     metrics_path.write_text(original)
+    write_manifest(config_path.parent)
     config["train"]["seed"] = 0  # another task's result under this name
     config_path.write_text(json.dumps(config))
+    write_manifest(config_path.parent)
     with pytest.raises(XfuseError, match=r"aif-L0_2-s1: a stale or foreign result: seed is 0 there"):
         build_report(ReportConfig(plan=str(copy / "plan.json"), n_resamples=100), log=lambda line: None)
 
@@ -431,6 +437,7 @@ def test_reports_on_results_without_the_bias_conditions_leave_them_out(sweep, tm
     for result in metrics["languages"].values():
         del result["zero_shot_bias"], result["oracle_bias"]
     path.write_text(json.dumps(metrics))
+    (path.parent / "manifest.json").unlink()  # and before manifests: checked whole
     older = build_report(ReportConfig(plan=str(copy / "plan.json"), n_resamples=100, few_shot_draws=0),
                          log=lambda line: None)
     assert older["conditions"] == ("uncalibrated", "zero_shot_ts", "oracle_ts")
@@ -475,3 +482,204 @@ def test_the_mean_outside_english_is_resampled_jointly_and_tested_in_its_own_fam
               and r["p_holm"] is not None]
     smallest = min(pooled, key=lambda r: r["p_value"])
     assert smallest["p_holm"] == pytest.approx(min(1.0, smallest["p_value"] * len(pooled)))
+
+
+def _report_copy(sweep, tmp_path, **settings):
+    """A copy of the sweep without its report cache, and a function that reports on it (with its cache stats)."""
+    plan_path = sweep[0]
+    copy = tmp_path / "sweep"
+    shutil.copytree(plan_path.parent, copy, ignore=shutil.ignore_patterns("report", "features", ".report-cache"))
+    notices = []
+
+    def report(**changes):
+        tables = build_report(ReportConfig(plan=str(copy / "plan.json"), **{**REPORT_SETTINGS, **settings, **changes}),
+                              log=notices.append)
+        out = write_report(tables, copy / "report", log=lambda line: None)
+        return tables, (out / "results.csv").read_text(), (out / "comparisons.csv").read_text()
+
+    return copy, report, notices
+
+
+def test_a_second_report_reads_every_entry_from_the_cache_and_gives_the_same_csvs(sweep, tmp_path):
+    _, report, _ = _report_copy(sweep, tmp_path)
+    uncached, rows, comparisons = report(use_cache=False)
+    assert uncached["cache"]["reused"] == [] and (sweep[0].parent / ".report-cache").is_dir()
+    first, rows_first, comparisons_first = report()
+    assert first["cache"]["reused"] == [] and len(first["cache"]["computed"]) == len(uncached["cache"]["computed"])
+    second, rows_second, comparisons_second = report()
+    assert second["cache"]["computed"] == [] and len(second["cache"]["reused"]) == len(first["cache"]["computed"])
+    assert rows == rows_first == rows_second and comparisons == comparisons_first == comparisons_second
+    assert rows == (sweep[2] / "results.csv").read_text()  # the fixture's report, made with a fresh cache of its own
+
+
+def test_adding_one_run_recomputes_only_its_entries_and_those_built_from_it(sweep, tmp_path):
+    copy, report, _ = _report_copy(sweep, tmp_path)
+    added = copy / "results" / "single-L1-s1"
+    held = tmp_path / "held"
+    shutil.move(added, held)
+    report()
+    shutil.move(held, added)
+    tables, rows, comparisons = report()
+    computed = tables["cache"]["computed"]
+    own = {(("single", (1,)), 1, lang) for lang in ("en", "de", "ja")}
+    assert own <= set(computed)
+
+    def built_from_it(label):
+        key, seed = label[0], label[1]
+        if key[0] == "single":
+            return key[1] == (1,) and seed == 1
+        if key[0] == "late":  # late fusion of the added layer; seed s fuses seed s's runs; and the top-k layers,
+            return 1 in key[1] and (seed == 1 or key == tables["late_top"])  # chosen anew with the added run
+        return key[0] == "ensemble"  # the seed ensemble of the best single layer (chosen anew with the added run)
+
+    assert all(built_from_it(label) for label in computed), [label for label in computed if not built_from_it(label)]
+    assert rows == (sweep[2] / "results.csv").read_text()
+    assert comparisons == (sweep[2] / "comparisons.csv").read_text()
+
+
+def test_a_changed_predictions_file_invalidates_its_entries(sweep, tmp_path):
+    copy, report, _ = _report_copy(sweep, tmp_path)
+    report()
+    path = copy / "results" / "single-L2-s0" / "predictions.npz"
+    with np.load(path) as arrays:
+        changed = {name: arrays[name] for name in arrays.files}
+    changed["test-de/logits"] = changed["test-de/logits"] * 1.5
+    np.savez_compressed(path, **changed)
+    (path.parent / "manifest.json").unlink()  # the result changed on purpose: checked whole, as an older result
+    tables, _, _ = report()
+    computed = tables["cache"]["computed"]
+    assert (("single", (2,)), 0, "de") in computed
+    assert (("single", (2,)), 0, "ja") not in computed  # its other parts did not change
+
+
+def test_a_truncated_cache_entry_is_recomputed_with_a_notice(sweep, tmp_path):
+    copy, report, notices = _report_copy(sweep, tmp_path)
+    _, rows, _ = report()
+    entry = sorted((copy / ".report-cache").rglob("*.npz"))[0]
+    entry.write_bytes(entry.read_bytes()[:100])
+    notices.clear()
+    tables, rows_again, _ = report()
+    assert len(tables["cache"]["computed"]) == 1 and rows_again == rows
+    damaged = [line for line in notices if "report cache:" in line]
+    assert len(damaged) == 1 and f"{entry} is damaged" in damaged[0] and "recomputing it" in damaged[0]
+
+
+@pytest.mark.parametrize("change", [{"n_resamples": 300}, {"seed": 1}, "bins"])
+def test_changed_settings_do_not_reuse_entries(sweep, tmp_path, change):
+    copy, report, _ = _report_copy(sweep, tmp_path)
+    report()
+    if change == "bins":  # the plan's bins: recorded in every run's settings, read by the report from the plan
+        plan = json.loads((copy / "plan.json").read_text())
+        plan.setdefault("train_resolved", dict(plan["train"]))["bins"] = 10
+        plan["train"]["bins"] = 10
+        (copy / "plan.json").write_text(json.dumps(plan))
+        for folder in (copy / "results").iterdir():
+            config = json.loads((folder / "config.json").read_text())
+            config["train"]["bins"] = 10
+            (folder / "config.json").write_text(json.dumps(config))
+            (folder / "manifest.json").unlink()
+        change = {}
+    tables, _, _ = report(**change)
+    reused = tables["cache"]["reused"]
+    assert [label for label in reused if len(label) == 3] == []  # no (run, language) entry of the metrics
+    if change != {"n_resamples": 300}:  # the few-shot draws depend on the seed and bins, not on the resamples
+        assert reused == []
+
+
+def write_alignment_csv(path, layers=range(3), languages=("de", "ja")):
+    """An alignment.csv as xfuse align writes it, with made-up values that vary by layer and language."""
+    from xfuse.features.align import MEASURES, VIEWS, to_csv
+
+    rows = [{"layer": layer, "language": lang, "features": view, "measure": measure,
+             "value": 0.1 * layer + 0.01 * number + 0.001 * len(measure), "low": None, "high": None, "pairs": 24,
+             "missing": 0}
+            for layer in layers for number, lang in enumerate(languages) for view in VIEWS for measure in MEASURES]
+    path.write_text(to_csv(rows))
+    return path
+
+
+def test_the_alignment_section_sets_each_layer_beside_the_heads_and_correlates_across_layers(sweep, tmp_path):
+    from scipy.stats import spearmanr
+
+    from xfuse.report.alignment import add_alignment
+
+    csv_path = write_alignment_csv(tmp_path / "alignment.csv")
+    config = ReportConfig(plan=str(sweep[0]), alignment=str(csv_path), **REPORT_SETTINGS)
+    tables = add_alignment(build_report(config, log=lambda line: None), log=lambda line: None)
+    section = tables["alignment"]
+    assert section["source"] == str(csv_path)
+    assert sorted({(entry["layer"], entry["lang"]) for entry in section["per_layer"]}) == \
+        [(layer, lang) for layer in range(3) for lang in ("de", "ja")]
+    entry = next(e for e in section["per_layer"] if e["layer"] == 2 and e["lang"] == "de")
+    accuracy = lambda lang: lookup(tables, ("single", (2,)), lang, "uncalibrated", "accuracy")["value"]
+    assert entry["accuracy_drop"] == pytest.approx(accuracy("en") - accuracy("de"))
+    assert entry["retrieval_centred_scaled"] == pytest.approx(0.2 + 0.001 * len("retrieval_centred"))
+    checked = 0
+    for row in section["correlations"]:
+        entries = section["per_layer"] if row["head"] == "single" else \
+            [e for e in section["fusion"] if e["head"] == row["head"]]
+        for lang, value in row["per_language"].items():
+            points = [(e[f"{row['measure']}_{row['features']}"], e[row["quantity"]]) for e in entries
+                      if e["lang"] == lang and e["learned"]]
+            assert value["n"] == len(points)
+            if value["rho"] is not None:
+                assert value["rho"] == pytest.approx(spearmanr(*zip(*points)).statistic)
+                checked += 1
+    out = write_report(tables, tmp_path / "report", log=lambda line: None)
+    text = (out / "report.md").read_text()
+    assert "## Alignment and calibration" in text and "Spearman's rho across layers" in text
+    assert (out / "figures" / "alignment_calibration.png").is_file() == any(e["learned"] for e in section["per_layer"])
+
+
+def test_the_alignment_of_a_store_is_computed_once_and_cached(sweep, tmp_path, monkeypatch):
+    from xfuse.report import alignment as module
+
+    csv_path = write_alignment_csv(tmp_path / "made.csv")
+    calls = []
+
+    def fake_compute(config, progress=True, log=print):
+        calls.append(config.store)
+        from xfuse.features.align import read_alignment
+
+        return {"rows": read_alignment(csv_path), "config": {}, "languages": ["de", "ja"], "layers": [0, 1, 2]}
+
+    monkeypatch.setattr(module, "compute_alignment", fake_compute)
+    monkeypatch.setattr(module, "write_alignment", lambda result, out, log: (Path(out).mkdir(parents=True),
+                                                                              shutil.copy(csv_path, Path(out) / "alignment.csv")))
+    plan = json.loads(sweep[0].read_text())
+    first, source = module.load_alignment(plan, None, tmp_path / "cache")
+    again, cached = module.load_alignment(plan, None, tmp_path / "cache")
+    assert calls == [plan["store"]] and "computed by this report" in source and "cached in" in cached
+    assert first == again
+
+
+def test_without_a_store_or_an_alignment_csv_the_section_says_it_is_not_there(sweep, tmp_path):
+    from xfuse.report.alignment import load_alignment
+
+    copy, _, _ = _report_copy(sweep, tmp_path)
+    plan = json.loads((copy / "plan.json").read_text())
+    rows, reason = load_alignment(dict(plan, store=str(tmp_path / "gone")), None, None)
+    assert rows is None and f"the plan's features store {tmp_path / 'gone'} is not on this machine" in reason
+    tables = build_report(ReportConfig(plan=str(copy / "plan.json"), **REPORT_SETTINGS), log=lambda line: None)
+    tables["alignment"] = {"source": reason}
+    text = (write_report(tables, copy / "report", log=lambda line: None) / "report.md").read_text()
+    assert f"## Alignment and calibration\n\nNot there: {reason}." in text
+
+
+def test_the_stability_table_counts_the_learned_seeds_of_every_configuration(sweep):
+    from xfuse.report.render import render_stability, stability_table
+
+    _, tables, out = sweep
+    table = stability_table(tables)
+    rows = [row for row in read_rows(out) if row["seed"] == "mean" and row["lang"] == "en"
+            and row["condition"] == "uncalibrated" and row["metric"] == "accuracy"]
+    for row in rows:
+        if row["head"] in ("constant", "ensemble"):
+            continue
+        layer = int(row["lower_layer"]) if row["lower_layer"] else row["layers"]
+        assert table[row["head"]][layer] == (int(row["learned_seeds"]), int(row["seeds"]))
+    text = (out / "report.md").read_text()
+    assert "## Stability: seeds on which the head learned" in text
+    single = table["single"]
+    assert f"| single | {single[0][0]}/{single[0][1]} | {single[1][0]}/{single[1][1]} | {single[2][0]}/{single[2][1]} |" \
+        in "\n".join(render_stability(tables))

@@ -29,6 +29,7 @@ Usage::
 """
 
 import functools
+from typing import Optional
 
 import numpy as np
 from scipy import sparse
@@ -419,7 +420,8 @@ def _cached_counts(n: int, n_resamples: int, seed: int) -> np.ndarray:
     return counts
 
 
-def resampled_metrics(probs, labels, counts: np.ndarray, bins: int = DEFAULT_BINS, names=tuple(METRICS)) -> dict:
+def resampled_metrics(probs, labels, counts: np.ndarray, bins: int = DEFAULT_BINS, names=tuple(METRICS),
+                      smooth_sigma: Optional[float] = None) -> dict:
     """Each metric in ``names`` on each bootstrap resample given as counts (R, N): (R,) arrays.
 
     A row of ``counts`` usually sums to N; it may sum to less when the examples
@@ -430,8 +432,9 @@ def resampled_metrics(probs, labels, counts: np.ndarray, bins: int = DEFAULT_BIN
     Every metric is a function of count-weighted sums, so R resamples are a
     few (R, N) matrix products. Two quantities are held at their full-sample
     values: the equal-mass bin edges of ``adaptive_ece`` and the bandwidth of
-    ``smooth_ece``. Passing the same ``counts`` for two models of the same
-    examples gives paired resamples.
+    ``smooth_ece`` (``smooth_sigma`` when given: :func:`smooth_ece_bandwidth` of
+    the full sample, found once by a caller that also needs the value). Passing
+    the same ``counts`` for two models of the same examples gives paired resamples.
     """
     p1, y = _inputs(probs, labels)
     unknown = [name for name in names if name not in METRICS]
@@ -465,7 +468,7 @@ def resampled_metrics(probs, labels, counts: np.ndarray, bins: int = DEFAULT_BIN
                          ((1.0 - p1, (y == 0).astype(np.float64)), (p1, (y == 1).astype(np.float64)))]
             values[name] = (classwise[0] + classwise[1]) / 2
         elif name == "smooth_ece":
-            sigma = smooth_ece_bandwidth(confidence, correct)
+            sigma = smooth_sigma if smooth_sigma is not None else smooth_ece_bandwidth(confidence, correct)
             mesh = np.linspace(0.0, 1.0, max(200, round(10 / sigma)))
             numerator, density = _kernel_sums(confidence, (counts * (confidence - correct), counts.astype(np.float64)),
                                               sigma, mesh)

@@ -244,6 +244,30 @@ def few_shot_figure(tables: dict):
     return figure
 
 
+def alignment_calibration_figure(tables: dict):
+    """Each learned ``single`` layer's ECE gap and accuracy drop from English against its alignment, one colour
+    per language, points labelled by layer (the report's alignment section)."""
+    section = tables["alignment"]
+    panels = (("ece_gap", "ECE minus English's ECE"), ("accuracy_drop", "accuracy drop from English"))
+    figure, axes = _grid(len(panels), width=4.2, height=3.4)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, (quantity, title) in zip(axes, panels):
+        for number, lang in enumerate(section["languages"]):
+            entries = sorted((entry for entry in section["per_layer"] if entry["lang"] == lang and entry["learned"]
+                              and quantity in entry), key=lambda entry: entry["layer"])
+            x = [entry["retrieval_centred_scaled"] for entry in entries]
+            y = [entry[quantity] for entry in entries]
+            axis.plot(x, y, marker="o", markersize=3, linewidth=0.8, color=colours[number % len(colours)], label=lang)
+            for entry, x_value, y_value in zip(entries, x, y):
+                axis.annotate(str(entry["layer"]), (x_value, y_value), fontsize=6, xytext=(2, 2),
+                              textcoords="offset points")
+        axis.set_xlabel("translation retrieval, centred (scaled features)")
+        axis.set_title(f"single heads: {title}", fontsize=9)
+        axis.axhline(0, color="grey", linewidth=0.5)
+    axes[0].legend(fontsize=7)
+    return figure
+
+
 def figure_specs(tables: dict) -> list:
     """(file name, caption, function, arguments) of every figure the tables support."""
     specs = []
@@ -269,6 +293,10 @@ def figure_specs(tables: dict) -> list:
     if "ece" in metrics and tables.get("few_shot"):
         specs.append(("few_shot_ts.png", "Few-shot temperature scaling: ECE against the number of target-language "
                       "labels", few_shot_figure, ()))
+    if any(entry["learned"] for entry in tables.get("alignment", {}).get("per_layer", [])):
+        specs.append(("alignment_calibration.png", "The single heads' ECE gap and accuracy drop from English against "
+                      "the layer's cross-lingual alignment (learned layers only, labelled by layer)",
+                      alignment_calibration_figure, ()))
     return specs
 
 

@@ -47,6 +47,12 @@ def provenance(plan: dict, plan_path: Path, configurations: dict) -> dict:
         results = sweep_paths(plan_path)["results"]
         first = next(iter(sorted(results.glob("*/config.json"))), None)
         settings = json.loads(first.read_text())["features"] if first else {}
+    processors, per_configuration = {}, {}
+    for key, members in configurations.items():
+        for member in members:
+            if member.processor is not None or key[0] not in ("late", "ensemble", "constant"):
+                processors[member.processor or "not recorded"] = processors.get(member.processor or "not recorded", 0) + 1
+                per_configuration.setdefault(key, set()).add(member.processor or "not recorded")
     seconds = {}
     for (head, _), members in configurations.items():
         for member in members:
@@ -64,4 +70,7 @@ def provenance(plan: dict, plan_path: Path, configurations: dict) -> dict:
         "task_seconds": {head: {"runs": len(values), "mean": float(np.mean(values)), "total": float(np.sum(values))}
                          for head, values in sorted(seconds.items())},
         "timings": json.loads(timings_path.read_text()) if timings_path.is_file() else {},
+        "processors": dict(sorted(processors.items())),
+        "processors_per_configuration": {f"{head} {list(layers)}": sorted(found) for (head, layers), found in
+                                         sorted(per_configuration.items())},
     }

@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from xfuse import __version__
 from xfuse.report.figures import CONDITION_LABELS, METRIC_LABELS, save_figures
 from xfuse.report.findings import findings, has_pooled, label
@@ -162,6 +164,7 @@ def render_markdown(tables: dict, figures: list) -> str:
                           f"{tables['dev_en_loss'][key]:.4f}"] for key, seeds in tables["not_learned"].items()])
     else:
         lines += ["None: every run beat the prior on English dev.", ""]
+    lines += render_stability(tables)
     best = tables["best_lower"]
     shown = [CONSTANT, tables["baseline"], tables["best_single"]] + list(best.values()) + \
         [key for key in tables["configurations"] if key[0] in ("scalar_mix", "ensemble")] + \
@@ -250,11 +253,100 @@ def render_markdown(tables: dict, figures: list) -> str:
                 body.append([f"{key[1][0]}{'' if is_learned(tables, key) else ' ‡'}"] + cells)
             lines += [f"### {head}: {METRIC_LABELS[metric]}", ""] + \
                 _table(["layer" if head == "single" else "lower layer"] + languages, body)
+    lines += render_alignment(tables)
     lines += ["## Figures", ""]
     for name, caption in figures:
         lines += [f"![{caption}](figures/{name})", "", f"*{caption}.*", ""]
     lines += render_provenance(tables["provenance"])
     return "\n".join(lines).rstrip() + "\n"
+
+
+def stability_table(tables: dict) -> dict:
+    """head -> layer (a single head's layer, a fusion's lower layer; () for the others) -> (seeds learned, seeds)."""
+    table = {}
+    for key in tables["configurations"]:
+        if key == CONSTANT or tables["kinds"][key] == "ensemble":
+            continue
+        row = tables["index"][(key[0], "_".join(map(str, key[1])), tables["languages"][0], "uncalibrated",
+                               tables["config"]["metrics"][0])]
+        layer = row["lower_layer"] if row["lower_layer"] is not None else "_".join(map(str, key[1]))
+        table.setdefault(key[0], {})[layer] = (row["learned_seeds"], row["seeds"])
+    return table
+
+
+def render_stability(tables: dict) -> list:
+    """The stability table: for each head and (lower) layer, on how many of its seeds the head learned."""
+    table = stability_table(tables)
+    layers = sorted({layer for per_head in table.values() for layer in per_head if isinstance(layer, int)})
+    lines = ["## Stability: seeds on which the head learned", "",
+             "Seeds that beat the prior on English dev, of the configuration's seeds (`learned`, "
+             "`xfuse/heads/diagnostics.py`), by the layer a `single` head reads or the lower layer a fusion adds to the "
+             f"last ({tables['last']}); late fusion is learned on a seed only when both of its runs are. A "
+             "configuration not learned on every seed is left out of the calibration findings.", ""]
+    body = []
+    for head, per_head in table.items():
+        if any(isinstance(layer, int) for layer in per_head):
+            body.append([head] + [f"{per_head[layer][0]}/{per_head[layer][1]}" if layer in per_head else ""
+                                  for layer in layers])
+    if body:
+        lines += _table(["head"] + [str(layer) for layer in layers], body)
+    others = [f"{head} [{layer}]: {learned}/{seeds}" for head, per_head in table.items() for layer, (learned, seeds)
+              in per_head.items() if not isinstance(layer, int)]
+    if others:
+        lines += ["Other configurations: " + "; ".join(others) + ".", ""]
+    return lines
+
+
+def _rho(value: dict) -> str:
+    return "n/a" if value["rho"] is None else f"{value['rho']:+.2f}"
+
+
+def render_alignment(tables: dict) -> list:
+    """The section setting each layer's cross-lingual alignment beside the heads' results (xfuse.report.alignment)."""
+    from xfuse.report.alignment import MEASURES, QUANTITY_LABELS  # noqa: the section's data comes from there
+
+    lines = ["## Alignment and calibration", ""]
+    section = tables.get("alignment")
+    if not section or "per_layer" not in section:
+        reason = section["source"] if section else "the report was built without it (xfuse.report.alignment.add_alignment)"
+        return lines + [f"Not there: {reason}. `xfuse align` measures it; `xfuse report --alignment CSV` shows it.", ""]
+    languages = section["languages"]
+    lines += [f"Alignment of each layer with English ({section['source']}; `xfuse align`, measures in "
+              "`xfuse/features/align.py`): debiased linear CKA and translation retrieval after centring each "
+              "language, on the features as a `single` head sees them, beside what the heads did on that layer "
+              "(uncalibrated, mean over seeds). Spearman's rho is across layers within each language, only over "
+              "configurations that learned on every seed; with at most 13 layers, "
+              f"{len(languages)} languages and one encoder it describes, it does not test, and says nothing about "
+              "cause.", ""]
+    left_out = section["single_layers_left_out"]
+    if left_out:
+        lines += [f"`single` heads that did not learn on every seed, left out of the correlations: layers "
+                  f"{', '.join(map(str, left_out))} (their alignment is in the table, `‡`).", ""]
+    if section["fusion_left_out"]:
+        lines += ["Fusion configurations left out of the correlations (not learned on every seed, or the last layer "
+                  "did not): " + ", ".join(f"{head} {layer}+{tables['last']}" for head, layer in
+                                           section["fusion_left_out"]) + ".", ""]
+    body = []
+    for layer in sorted({entry["layer"] for entry in section["per_layer"]}):
+        entries = [entry for entry in section["per_layer"] if entry["layer"] == layer]
+        mean = lambda name: np.nanmean([entry.get(name, np.nan) for entry in entries])
+        learned = entries[0]["learned"]
+        cells = [f"{mean(f'{measure}_{view}'):.3f}" for measure, view in MEASURES]
+        cells += ["n/a" if "ece_gap" not in entries[0] else f"{mean(name):+.3f}"
+                  for name in ("accuracy_drop", "signed_calibration_error", "ece_gap")]
+        body.append([f"{layer}{'' if learned else ' ‡'}"] + cells)
+    lines += ["Mean over the target languages:", ""]
+    lines += _table(["layer", "debiased CKA", "retrieval (centred)", "single: accuracy drop",
+                     "single: confidence - accuracy", "single: ECE - English's"], body)
+    body = []
+    for row in section["correlations"]:
+        cells = [_rho(row["per_language"][lang]) + f" ({row['per_language'][lang]['n']})" for lang in languages]
+        summary = "n/a" if row["median"] is None else f"{row['median']:+.2f} [{row['low']:+.2f}, {row['high']:+.2f}]"
+        body.append([row["head"], row["measure"].replace("_", " "), QUANTITY_LABELS[row["quantity"]],
+                     summary] + cells)
+    lines += ["", "Spearman's rho across layers (number of layers in brackets); median [range] over languages:", ""]
+    lines += _table(["head", "alignment", "against", "median [range]"] + languages, body)
+    return lines + [""]
 
 
 PROVENANCE_HEADING = "## Provenance"
@@ -285,6 +377,14 @@ def render_provenance(facts: dict) -> list:
                   f"{action}. Per evaluated file:", ""]
         lines += _table(["evaluated file", "same-family training pairs"],
                         [[f"{entry['lang']}/{entry['split']}", entry["pairs"]] for entry in leakage["per_file"].values()])
+    if facts.get("processors"):
+        mixed = {name: found for name, found in facts["processors_per_configuration"].items() if len(found) > 1}
+        lines += ["Processors the trained runs ran on (bits differ between CPU models; `metrics.json`'s `machine`):",
+                  ""]
+        lines += _table(["processor", "runs"], [[name, count] for name, count in facts["processors"].items()])
+        lines += [f"{len(mixed)} of {len(facts['processors_per_configuration'])} configurations have runs on more than "
+                  "one processor" + (": " + "; ".join(f"{name} ({len(found)})" for name, found in mixed.items())
+                                     if mixed else "") + ".", ""]
     lines += ["Time of each train-heads task (reading features, training, evaluating), as measured by the task:", ""]
     lines += _table(["head", "tasks", "mean s", "total s"],
                     [[head, t["runs"], f"{t['mean']:.1f}", f"{t['total']:.0f}"] for head, t in facts["task_seconds"].items()])

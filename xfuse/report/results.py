@@ -62,6 +62,7 @@ class Member:
     learned: dict
     zero_shot_temperature: float
     seconds: Optional[float] = None
+    processor: Optional[str] = None  # what the run's arithmetic ran on (processor_label)
 
 
 def _read_predictions(folder: Path) -> dict:
@@ -123,6 +124,23 @@ def _check_results_agree(plan: dict, read: list) -> None:
                                  f"{first_recipe.get(key)!r}; the results of one report must share a recipe")
         if first_folder is None:
             first_recipe, first_folder, first_fingerprint = recipe, folder, fingerprint
+
+
+def processor_label(metrics: dict) -> Optional[str]:
+    """The processor a run recorded, precise enough to tell CPU models apart where it was recorded so: the model
+    name, vendor family/model/stepping and torch's kernel capability, or the GPU; None for runs before it."""
+    machine = metrics.get("machine")
+    if not machine:
+        return None
+    if machine.get("gpu"):
+        return f"GPU {machine['gpu']}"
+    cpu = machine.get("cpu") or {}
+    details = "/".join(str(cpu[key]) for key in ("family", "model", "stepping") if key in cpu)
+    label = machine.get("processor") or "unknown processor"
+    if details:
+        label += f" ({cpu.get('vendor', '')} family/model/stepping {details}"
+        label += f", {machine['cpu_capability']})" if machine.get("cpu_capability") else ")"
+    return label
 
 
 def _calibration_maps(metrics: dict, lang: str, conditions: tuple) -> tuple:
@@ -202,24 +220,43 @@ def load_sweep(plan_path: Path) -> tuple:
         member = Member(seed=task["seed"], parts=parts, calibrations=maps, valid=valid,
                         dev_en_loss=curve[metrics["best_epoch"] - 1]["dev_en_loss"], learned=facts,
                         zero_shot_temperature=metrics["zero_shot_temperature"],
-                        seconds=metrics.get("seconds", {}).get("total"))
+                        seconds=metrics.get("seconds", {}).get("total"), processor=processor_label(metrics))
         configurations.setdefault((task["head"], tuple(task["layers"])), []).append(member)
     return plan, configurations, status, conditions, notes
 
 
-def _fitted_maps(dev: dict, dev_en: dict) -> tuple:
-    """The four calibrators fitted on a late-fusion member's logits, as train-heads fits them on a head's."""
+FITTED = ("uncalibrated", "zero_shot_ts", "oracle_ts", "zero_shot_bias", "oracle_bias")
+
+
+def _fit_maps(dev: dict, dev_en: dict) -> dict:
+    """The four calibrators fitted on a late-fusion member's logits, as train-heads fits them on a head's: arrays
+    ``maps`` (5, 2) slope and bias per condition of ``FITTED``, ``valid`` (5,), ``temperature`` (zero-shot)."""
     zero_shot = TemperatureScaler().fit(dev_en["logits"], dev_en["labels"])
     zero_shot_bias = BiasScaler().fit(dev_en["logits"], dev_en["labels"])
     oracle = TemperatureScaler().fit(dev["logits"], dev["labels"])
     oracle_bias = BiasScaler().fit(dev["logits"], dev["labels"])
-    maps = {"uncalibrated": (1.0, 0.0), "zero_shot_ts": (1.0 / zero_shot.temperature_, 0.0),
-            "oracle_ts": (1.0 / oracle.temperature_, 0.0), "zero_shot_bias": (zero_shot_bias.slope_, zero_shot_bias.bias_),
-            "oracle_bias": (oracle_bias.slope_, oracle_bias.bias_)}
-    valid = {"uncalibrated": True, "zero_shot_ts": not zero_shot.anti_informative_,
-             "oracle_ts": not oracle.anti_informative_, "zero_shot_bias": not zero_shot_bias.anti_informative_,
-             "oracle_bias": not oracle_bias.anti_informative_}
-    return maps, valid, zero_shot.temperature_
+    maps = [(1.0, 0.0), (1.0 / zero_shot.temperature_, 0.0), (1.0 / oracle.temperature_, 0.0),
+            (zero_shot_bias.slope_, zero_shot_bias.bias_), (oracle_bias.slope_, oracle_bias.bias_)]
+    valid = [True, not zero_shot.anti_informative_, not oracle.anti_informative_,
+             not zero_shot_bias.anti_informative_, not oracle_bias.anti_informative_]
+    return {"maps": np.array(maps, dtype=np.float64), "valid": np.array(valid), "temperature": np.array(zero_shot.temperature_)}
+
+
+def _fitted_maps(dev: dict, dev_en: dict, cache=None) -> tuple:
+    """(maps, valid, zero-shot temperature) by condition, from ``cache`` (:mod:`xfuse.report.cache`) when it has them."""
+    if cache is None:
+        fitted = _fit_maps(dev, dev_en)
+    else:
+        from xfuse.report.cache import content_key
+
+        key = content_key("late-fit", dev["logits"], dev["labels"], dev_en["logits"], dev_en["labels"])
+        fitted = cache.load(key)
+        if fitted is None:
+            fitted = _fit_maps(dev, dev_en)
+            cache.store(key, fitted)
+    maps = {condition: (float(slope), float(bias)) for condition, (slope, bias) in zip(FITTED, fitted["maps"])}
+    valid = {condition: bool(flag) for condition, flag in zip(FITTED, fitted["valid"])}
+    return maps, valid, float(fitted["temperature"])
 
 
 def _fused_log_probabilities(chosen: list, name: str) -> np.ndarray:
@@ -242,7 +279,7 @@ def fused_dev_en_loss(layer_members: list) -> float:
     return float(np.mean(losses[1:])) if len(losses) > 1 else losses[0]
 
 
-def late_fusion(layer_members: list, base_rate: float, conditions: tuple) -> list:
+def late_fusion(layer_members: list, base_rate: float, conditions: tuple, cache=None) -> list:
     """Members of the late fusion of single heads: ``layer_members[i]`` are layer i's members; seeds matched.
 
     Only seeds every layer has are fused. The fused class-1 probability is the
@@ -263,7 +300,7 @@ def late_fusion(layer_members: list, base_rate: float, conditions: tuple) -> lis
                            "labels": reference["labels"], "ids": reference["ids"]}
         maps, valid, temperatures = {}, {}, []
         for lang in chosen[0].calibrations:
-            all_maps, all_valid, temperature = _fitted_maps(parts[f"dev-{lang}"], parts["dev-en"])
+            all_maps, all_valid, temperature = _fitted_maps(parts[f"dev-{lang}"], parts["dev-en"], cache)
             maps[lang] = {condition: all_maps[condition] for condition in conditions}
             valid[lang] = {condition: all_valid[condition] for condition in conditions}
             temperatures.append(temperature)
@@ -277,7 +314,7 @@ def late_fusion(layer_members: list, base_rate: float, conditions: tuple) -> lis
     return fused
 
 
-def seed_ensemble(members: list, size: int, base_rate: float, conditions: tuple) -> list:
+def seed_ensemble(members: list, size: int, base_rate: float, conditions: tuple, cache=None) -> list:
     """Ensembles of ``size`` heads of one configuration that differ only by seed: late fusion without the layers.
 
     Member ``i`` averages the class probabilities of the runs of seeds ``i, i+1, ...,
@@ -293,7 +330,7 @@ def seed_ensemble(members: list, size: int, base_rate: float, conditions: tuple)
         return []
     shifted = [[dataclasses.replace(ordered[(i + j) % len(ordered)], seed=ordered[i].seed) for i in range(len(ordered))]
                for j in range(size)]
-    return late_fusion(shifted, base_rate, conditions)
+    return late_fusion(shifted, base_rate, conditions, cache)
 
 
 def constant_member(template: Member, base_rate: float, conditions: tuple) -> Member:

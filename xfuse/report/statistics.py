@@ -51,6 +51,8 @@ Usage::
     test = paired_seed_test(per_seed, resampled, other_per_seed, other_resampled)
 """
 
+from typing import Sequence
+
 import numpy as np
 from scipy.stats import t as student_t
 
@@ -197,15 +199,25 @@ def ece_noise_floor(confidence, bins: int = DEFAULT_BINS, equal_mass: bool = Fal
     Returns the simulated ``mean`` and ``p95``: an observed ECE below them is
     what a calibrated model of this sharpness and sample size shows.
     """
+    return ece_noise_floors(confidence, bins, [equal_mass], simulations, seed)[0]
+
+
+def ece_noise_floors(confidence, bins: int, equal_mass: Sequence[bool], simulations: int = 200,
+                     seed: int = 0) -> list:
+    """:func:`ece_noise_floor` for each binning in ``equal_mass``, from one set of simulated outcomes (the same
+    draws each would make alone with this ``seed``)."""
     confidence = np.asarray(confidence, dtype=np.float64)
     if confidence.ndim != 1 or confidence.size == 0:
         raise XfuseError(f"confidence: expected a non-empty 1-D array, got shape {confidence.shape}")
     if int(simulations) < 1:
         raise XfuseError(f"simulations: expected an integer >= 1, got {simulations}")
-    edges = bin_edges(confidence, bins, equal_mass=equal_mass)
-    membership = np.eye(len(edges) - 1)[bin_index(confidence, edges)]  # (N, K)
     draws = np.random.default_rng(seed).random((int(simulations), confidence.size))  # (S, N)
     right = (draws < confidence).astype(np.float64)
-    gaps = (confidence[None, :] - right) @ membership  # (S, K): n_b (conf_b - acc_b)
-    values = np.abs(gaps).sum(axis=1) / confidence.size
-    return {"mean": float(values.mean()), "p95": float(np.percentile(values, 95))}
+    floors = []
+    for mass in equal_mass:
+        edges = bin_edges(confidence, bins, equal_mass=mass)
+        membership = np.eye(len(edges) - 1)[bin_index(confidence, edges)]  # (N, K)
+        gaps = (confidence[None, :] - right) @ membership  # (S, K): n_b (conf_b - acc_b)
+        values = np.abs(gaps).sum(axis=1) / confidence.size
+        floors.append({"mean": float(values.mean()), "p95": float(np.percentile(values, 95))})
+    return floors

@@ -58,13 +58,15 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from xfuse.calibration.metrics import METRICS, metric_value, predicted_class, resample_counts, resampled_metrics, top_label
+from xfuse.calibration.metrics import (METRICS, metric_value, predicted_class, resample_counts, resampled_metrics,
+                                      smooth_ece_at, smooth_ece_bandwidth, top_label)
 from xfuse.errors import XfuseError
 from xfuse.calibration.fewshot import DEFAULT_KS, few_shot_ts
+from xfuse.report.cache import EntryCache, content_key
 from xfuse.report.results import (constant_member, fused_dev_en_loss, late_fusion, load_sweep, recorded_recipe, seed_ensemble,
                       train_base_rate)
 from xfuse.sweep.plan import sweep_paths
-from xfuse.report.statistics import ece_noise_floor, holm, paired_seed_test, seed_interval
+from xfuse.report.statistics import ece_noise_floors, holm, paired_seed_test, seed_interval
 from xfuse.calibration.temperature import logit_difference_probabilities
 
 REPORT_METRICS = ("accuracy", "ece", "adaptive_ece", "smooth_ece", "signed_calibration_error", "brier",
@@ -78,6 +80,7 @@ FUSION_HEADS = ("dlfa", "aif", "concat", "mean")
 BIAS_AGAINST_TEMPERATURE = (("zero_shot_bias", "zero_shot_ts"), ("oracle_bias", "oracle_ts"))
 CONSTANT = ("constant", ())
 POOLED = "outside-en"  # the rows and comparisons of the mean over the non-English test languages
+CACHE_FOLDER = ".report-cache"
 ENSEMBLE_SIZE = 2  # heads per seed ensemble, as many as late fusion's pairs average
 
 
@@ -92,6 +95,14 @@ class ReportConfig:
     few_shot_ks: tuple = DEFAULT_KS  # labelled target-language dev examples of few-shot temperature scaling
     few_shot_draws: int = 100  # draws of each k (0: no few-shot section)
     floor_simulations: int = 200  # simulations of the ECE noise floor per seed, language and condition
+    cache: Optional[str] = None  # folder of the per-run entries (xfuse.report.cache); None: <sweep>/.report-cache
+    use_cache: bool = True  # False: compute every entry, read and write none
+    alignment: Optional[str] = None  # alignment.csv of xfuse align; None: from the plan's store (xfuse.report.alignment)
+
+    def cache_dir(self) -> Optional[Path]:
+        if not self.use_cache:
+            return None
+        return Path(self.cache) if self.cache else sweep_paths(Path(self.plan))["root"] / CACHE_FOLDER
 
     def validate(self) -> None:
         unknown = [name for name in self.metrics if name not in METRICS]
@@ -121,14 +132,15 @@ def lower_layer(key: tuple, last: int) -> Optional[int]:
     return None
 
 
-def _late_configurations(configurations: dict, last: int, base_rate: float, conditions: tuple, log) -> tuple:
+def _late_configurations(configurations: dict, last: int, base_rate: float, conditions: tuple, log,
+                         cache: Optional[EntryCache] = None) -> tuple:
     """Late fusion of single heads: the last layer with each lower one, and the best k by dev-en loss."""
     singles = {key[1][0]: members for key, members in configurations.items() if key[0] == "single"}
     late = {}
     if last not in singles or len(singles) < 2:
         return late, None
     for lower in sorted(singles):
-        members = late_fusion([singles[lower], singles[last]], base_rate, conditions) if lower != last else []
+        members = late_fusion([singles[lower], singles[last]], base_rate, conditions, cache) if lower != last else []
         if members:  # layers trained on disjoint seeds have nothing to fuse
             late[("late", (lower, last))] = members
     ranked = sorted(singles, key=lambda layer: (np.mean([m.dev_en_loss for m in singles[layer]]), layer))
@@ -138,9 +150,84 @@ def _late_configurations(configurations: dict, last: int, base_rate: float, cond
         return late, None
     key = ("late", tuple(sorted(ranked[:best_k])))
     if key not in late:
-        late[key] = late_fusion([singles[layer] for layer in ranked[:best_k]], base_rate, conditions)
+        late[key] = late_fusion([singles[layer] for layer in ranked[:best_k]], base_rate, conditions, cache)
     log(f"report: late fusion of {len(late)} layer sets (best k = {best_k} by dev-en loss: layers {list(key[1])})")
     return late, key
+
+
+def member_entry(part: dict, maps: dict, conditions: tuple, metrics: tuple, bins: int, counts: np.ndarray,
+                 floor_simulations: int, floor_seed: int) -> dict:
+    """What one member contributes on one test part, for every condition: pure, cached (:mod:`xfuse.report.cache`).
+
+    ``values`` (C, M): each metric on the test set; ``resampled`` (C, M, R): on
+    each bootstrap resample given as ``counts``; ``floors`` (C, F): the ECE noise
+    floor (:func:`xfuse.report.statistics.ece_noise_floors`) of each metric of
+    ``FLOORED`` that is in ``metrics``, mean over ``floor_simulations``. The smooth
+    ECE's bandwidth is found once per condition and shared by the value and its resamples.
+    """
+    floored = [name for name in FLOORED if name in metrics]
+    values = np.empty((len(conditions), len(metrics)))
+    resampled = np.empty((len(conditions), len(metrics), counts.shape[0]))
+    floors = np.empty((len(conditions), len(floored)))
+    for c, condition in enumerate(conditions):
+        probs = logit_difference_probabilities(part["logits"], *maps[condition])
+        confidence, correct = top_label(probs, part["labels"])
+        sigma = smooth_ece_bandwidth(confidence, correct) if "smooth_ece" in metrics else None
+        samples = resampled_metrics(probs, part["labels"], counts, bins, metrics, smooth_sigma=sigma)
+        for m, name in enumerate(metrics):
+            values[c, m] = (smooth_ece_at(confidence, correct, sigma) if name == "smooth_ece"
+                            else metric_value(name, probs, part["labels"], bins))
+            resampled[c, m] = samples[name]
+        if floored:
+            simulated = ece_noise_floors(confidence, bins, [FLOORED[name] for name in floored], floor_simulations,
+                                         floor_seed)
+            floors[c] = [floor["mean"] for floor in simulated]
+    return {"values": values, "resampled": resampled, "floors": floors}
+
+
+def _entry_key(job: dict, member, lang: str) -> str:
+    part = member.parts[f"test-{lang}"]
+    maps = [list(map(float, member.calibrations[lang][condition])) for condition in job["conditions"]]
+    return content_key("member-entry", part["logits"], part["labels"], maps, list(job["conditions"]),
+                       list(job["metrics"]), job["bins"], job["n_resamples"], job["seed"], job["union_size"],
+                       np.asarray(job["columns"], dtype=np.int64), job["floor_simulations"],
+                       job["floor_seed"] + member.seed)
+
+
+def _compute_unit(unit: dict) -> tuple:
+    """One (member, language) unit of work, in a worker process: (cache key, entry)."""
+    if unit["kind"] == "member":
+        counts = resample_counts(unit["union_size"], unit["n_resamples"], unit["seed"])[:, unit["columns"]]
+        return unit["key"], member_entry(unit["part"], unit["maps"], unit["conditions"], unit["metrics"], unit["bins"],
+                                         counts, unit["floor_simulations"], unit["floor_seed"])
+    return unit["key"], few_shot_entry(unit["dev"], unit["test"], unit["ks"], unit["draws"], unit["seed"],
+                                       unit["bins"])
+
+
+def compute_entries(units: list, cache: EntryCache, workers: int, log: Callable[[str], None] = print) -> dict:
+    """Every unit's entry by key: read from ``cache``, or computed in ``workers`` processes and stored there.
+
+    Units are members on one language (:func:`member_entry`) or their few-shot
+    draws (:func:`few_shot_entry`); each is small, so the work spreads evenly
+    over the workers whatever the number of languages.
+    """
+    entries, todo = {}, []
+    for unit in units:
+        if unit["key"] in entries:
+            continue
+        entry = cache.load(unit["key"])
+        if entry is None:
+            todo.append(unit)
+            entries[unit["key"]] = None
+        else:
+            cache.reused.append(unit["label"])
+            entries[unit["key"]] = entry
+    labels = {unit["key"]: unit["label"] for unit in todo}
+    for key, entry in _map(_compute_unit, todo, workers):
+        cache.store(key, entry)
+        cache.computed.append(labels[key])
+        entries[key] = entry
+    return entries
 
 
 def _member_rows(job: dict) -> tuple:
@@ -150,33 +237,22 @@ def _member_rows(job: dict) -> tuple:
     test pairs (by id: the test sets are translations of the same pairs) and
     each language reads its own pairs' columns, so that resample ``r`` is the
     same draw of pairs in every language and language means can be resampled
-    jointly (:func:`pooled_rows`).
+    jointly (:func:`pooled_rows`). Each member's part of the work is an entry
+    computed beforehand (:func:`member_entry`, in ``job["entries"]``).
     """
-    lang, metrics, bins = job["lang"], job["metrics"], job["bins"]
-    counts = resample_counts(job["union_size"], job["n_resamples"], job["seed"])[:, job["columns"]]
+    lang, metrics = job["lang"], job["metrics"]
+    floored = [name for name in FLOORED if name in metrics]
     rows, kept = [], {}
     for key, members in job["configurations"].items():
-        for condition in job["conditions"]:
-            per_seed = {name: [] for name in metrics}
-            samples = {name: [] for name in metrics}
-            floors = {name: [] for name in FLOORED if name in metrics}
-            for member in members:
-                part = member.parts[f"test-{lang}"]
-                probs = logit_difference_probabilities(part["logits"], *member.calibrations[lang][condition])
-                resampled = resampled_metrics(probs, part["labels"], counts, bins, metrics)
-                for name in metrics:
-                    per_seed[name].append(metric_value(name, probs, part["labels"], bins))
-                    samples[name].append(resampled[name])
-                confidence, _ = top_label(probs, part["labels"])
-                for name, equal_mass in FLOORED.items():
-                    if name in floors:
-                        floors[name].append(ece_noise_floor(confidence, bins, equal_mass, job["floor_simulations"],
-                                                            job["floor_seed"] + member.seed)["mean"])
+        entries = [job["entries"][_entry_key(job, member, lang)] for member in members]
+        for c, condition in enumerate(job["conditions"]):
             invalid = sum(not member.valid[lang][condition] for member in members)
-            for name in metrics:
-                values, resampled = np.array(per_seed[name]), np.stack(samples[name], axis=1)  # (S,), (R, S)
-                row = _row(job, key, members, lang, condition, name, values, resampled, invalid,
-                           float(np.mean(floors[name])) if name in floors else None)
+            for m, name in enumerate(metrics):
+                values = np.array([entry["values"][c, m] for entry in entries])  # (S,)
+                resampled = np.stack([entry["resampled"][c, m] for entry in entries], axis=1)  # (R, S)
+                floor = (float(np.mean([entry["floors"][c, floored.index(name)] for entry in entries]))
+                         if name in floored else None)
+                row = _row(job, key, members, lang, condition, name, values, resampled, invalid, floor)
                 rows.append(row)
                 rows.extend({**{k: row[k] for k in ("head", "layers", "lower_layer", "kind", "seeds", "learned_seeds",
                                                     "lang", "condition", "metric")},
@@ -289,14 +365,15 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
                       if "train_base_rate" in m.learned), None)
     if base_rate is None:
         base_rate = train_base_rate(plan, notes)
-    late, late_top = _late_configurations(configurations, last, base_rate, conditions, log)
+    cache = EntryCache(config.cache_dir(), log=log)
+    late, late_top = _late_configurations(configurations, last, base_rate, conditions, log, cache)
     singles = [key for key in configurations if key[0] == "single"]
     dev_en_loss = {key: float(np.mean([m.dev_en_loss for m in members])) for key, members in configurations.items()}
     best_single = min(singles, key=lambda key: (dev_en_loss[key], key))
     every = dict(configurations)
     for key, members in late.items():
         every[key], kinds[key] = members, "late"
-    ensemble = seed_ensemble(configurations[best_single], ENSEMBLE_SIZE, base_rate, conditions)
+    ensemble = seed_ensemble(configurations[best_single], ENSEMBLE_SIZE, base_rate, conditions, cache)
     if ensemble:  # late fusion's ensembling without its layers: the best single layer's heads, two seeds at a time
         every[("ensemble", best_single[1])], kinds[("ensemble", best_single[1])] = ensemble, "ensemble"
     every[CONSTANT], kinds[CONSTANT] = [constant_member(some_member, base_rate, conditions)], "reference"
@@ -337,8 +414,17 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
                                                                              reference_ids.tolist()]),
                          floor_simulations=int(config.floor_simulations), primary=primary,
                          late_against_early=late_against_early))
+    shown = [last_key, best_single] + [key for key in best_lower.values() if key[0] != "late"]
+    few_shot_keys = list(dict.fromkeys(shown)) if config.few_shot_draws and "ece" in config.metrics else []
+    units = [_member_unit(job, key, member) for job in jobs for key in ordered for member in every[key]]
+    units += [unit for key in few_shot_keys for member in configurations[key]
+              for unit in _few_shot_units(member, key, languages, config, bins)]
+    entries = compute_entries(units, cache, config.workers, log)
+    log(f"report: {len(cache.computed)} entries computed, {len(cache.reused)} read from the cache"
+        + (f" ({cache.folder})" if cache.folder else " (no cache)"))
     rows, comparisons, kept_by_lang = [], [], {}
-    for job, (language_rows, language_comparisons, kept) in zip(jobs, _map(_member_rows, jobs, config.workers)):
+    for job in jobs:
+        language_rows, language_comparisons, kept = _member_rows(dict(job, entries=entries))
         rows.extend(language_rows)
         comparisons.extend(language_comparisons)
         kept_by_lang[job["lang"]] = kept
@@ -361,11 +447,8 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
         for position, adjusted in zip(positions, holm([comparisons[i]["p_value"] for i in positions])):
             comparisons[position]["p_holm"] = float(adjusted)
             comparisons[position]["significant"] = bool(adjusted < config.alpha)
-    few_shot = {}
-    shown = [last_key, best_single] + [key for key in best_lower.values() if key[0] != "late"]
-    if config.few_shot_draws and "ece" in config.metrics:
-        for key in dict.fromkeys(shown):
-            few_shot[key] = few_shot_table(configurations[key], languages, config, bins)
+    few_shot = {key: few_shot_table(configurations[key], languages, config, bins, entries) for key in few_shot_keys}
+    if few_shot:
         log(f"report: few-shot temperature scaling done ({len(few_shot)} configurations)")
     reliability = {}
     for lang in languages:
@@ -391,7 +474,8 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
             "late_top": late_top, "best_lower": best_lower, "late_against_early": late_against_early,
             "primary": primary, "recipe": recipe, "reliability": reliability, "bins": bins,
             "not_learned": not_learned, "positive_rate": positive_rate, "dev_en_loss": {key: dev_en_loss[key] for key in ordered},
-            "temperatures": {key: float(np.mean([m.zero_shot_temperature for m in every[key]])) for key in ordered}}
+            "temperatures": {key: float(np.mean([m.zero_shot_temperature for m in every[key]])) for key in ordered},
+            "cache": {"computed": cache.computed, "reused": cache.reused, "notices": cache.notices}}
 
 
 def _map(function, jobs: list, workers: int):
@@ -400,28 +484,68 @@ def _map(function, jobs: list, workers: int):
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
-            yield from pool.map(function, jobs)
+            yield from pool.map(function, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
     else:
         yield from map(function, jobs)
 
 
-def few_shot_table(members: list, languages: list, config: ReportConfig, bins: int) -> dict:
+def few_shot_entry(dev: dict, test: dict, ks: list, draws: int, seed: int, bins: int) -> dict:
+    """One member's few-shot temperature scaling on one language (:mod:`xfuse.calibration.fewshot`): per k, the
+    draws' mean and standard deviation of the test ECE and their mean temperature."""
+    result = few_shot_ts(dev["logits"], dev["labels"], test["logits"], test["labels"], ks=ks, draws=draws, seed=seed,
+                         metrics=("ece",), bins=bins)
+    ordered = sorted(result)
+    return {"ks": np.array(ordered, dtype=np.int64),
+            "summary": np.array([[result[k]["ece"]["mean"], result[k]["ece"]["std"], result[k]["temperature"]["mean"]]
+                                 for k in ordered]).reshape(len(ordered), 3)}
+
+
+def _few_shot_key(member, lang: str, config: "ReportConfig", bins: int) -> tuple:
+    dev, test = member.parts[f"dev-{lang}"], member.parts[f"test-{lang}"]
+    usable = [k for k in config.few_shot_ks if k < len(dev["labels"])]  # a k of the whole dev set is the oracle
+    return content_key("few-shot", dev["logits"], dev["labels"], test["logits"], test["labels"], usable,
+                       config.few_shot_draws, config.seed, bins), usable
+
+
+def _few_shot_units(member, key: tuple, languages: list, config: "ReportConfig", bins: int) -> list:
+    units = []
+    for lang in languages:
+        entry_key, usable = _few_shot_key(member, lang, config, bins)
+        units.append({"kind": "few-shot", "key": entry_key, "label": (key, member.seed, lang, "few-shot"),
+                      "dev": member.parts[f"dev-{lang}"], "test": member.parts[f"test-{lang}"], "ks": usable,
+                      "draws": config.few_shot_draws, "seed": config.seed, "bins": bins})
+    return units
+
+
+def _member_unit(job: dict, key: tuple, member) -> dict:
+    lang = job["lang"]
+    return {"kind": "member", "key": _entry_key(job, member, lang), "label": (key, member.seed, lang),
+            "part": member.parts[f"test-{lang}"], "maps": member.calibrations[lang], "conditions": job["conditions"],
+            "metrics": job["metrics"], "bins": job["bins"], "union_size": job["union_size"],
+            "n_resamples": job["n_resamples"], "seed": job["seed"], "columns": job["columns"],
+            "floor_simulations": job["floor_simulations"], "floor_seed": job["floor_seed"] + member.seed}
+
+
+def few_shot_table(members: list, languages: list, config: "ReportConfig", bins: int, entries: Optional[dict] = None) -> dict:
     """lang -> k -> ECE of few-shot temperature scaling (:mod:`xfuse.calibration.fewshot`), averaged over seeds.
 
     For each seed the draws' mean and standard deviation are taken; the table
     holds their means over seeds (``mean``, ``std``) and the mean temperature.
     A k not below the size of a language's dev set is left out for it.
+    ``entries`` holds the members' :func:`few_shot_entry` by key (computed here when absent).
     """
+    entries = entries if entries is not None else {}
     table = {}
     for lang in languages:
         per_k = {}
         for member in members:
-            dev, test = member.parts[f"dev-{lang}"], member.parts[f"test-{lang}"]
-            usable = [k for k in config.few_shot_ks if k < len(dev["labels"])]  # a k of the whole dev set is the oracle
-            result = few_shot_ts(dev["logits"], dev["labels"], test["logits"], test["labels"], ks=usable,
-                                 draws=config.few_shot_draws, seed=config.seed, metrics=("ece",), bins=bins)
-            for k, entry in result.items():
-                per_k.setdefault(k, []).append((entry["ece"]["mean"], entry["ece"]["std"], entry["temperature"]["mean"]))
+            entry_key, usable = _few_shot_key(member, lang, config, bins)
+            entry = entries.get(entry_key)
+            if entry is None:
+                entry = few_shot_entry(member.parts[f"dev-{lang}"], member.parts[f"test-{lang}"], usable,
+                                       config.few_shot_draws, config.seed, bins)
+            for k, (mean, std, temperature) in zip(entry["ks"].tolist(), entry["summary"]):
+                per_k.setdefault(k, []).append((float(mean), float(std), float(temperature)))
         table[lang] = {k: {"mean": float(np.mean([v[0] for v in values])), "std": float(np.mean([v[1] for v in values])),
                            "temperature": float(np.mean([v[2] for v in values]))} for k, values in per_k.items()}
     return table
