@@ -49,26 +49,30 @@ QUANTITY_LABELS = {"accuracy_drop": "accuracy drop from English", "signed_calibr
 
 def load_alignment(plan: dict, given: Optional[str], cache_dir: Optional[Path],
                    log: Callable[[str], None] = print) -> tuple:
-    """(rows, source) of the alignment for the report, or (None, reason) when there is none."""
+    """(rows, source) of the alignment for the report, or (None, reason) when there is none.
+
+    The source and the reason name the store by its fingerprint, not its path, so that the same study reported
+    from two folders reads the same."""
     if given:
         return read_alignment(Path(given)), str(given)
     store_dir = Path(plan["store"])
     if not (store_dir / STORE_FILE).is_file():
-        return None, f"the plan's features store {store_dir} is not on this machine and no --alignment was given"
+        return None, "the plan's features store is not on this machine and no --alignment was given"
     fingerprint = FeatureStore(store_dir).settings.get("fingerprint", "unknown")
+    store = f"the plan's features store (fingerprint {fingerprint[:16]})"
     if cache_dir is not None:
         cached = Path(cache_dir) / f"alignment-{fingerprint[:16]}" / CSV_FILE
         if cached.is_file():
-            return read_alignment(cached), f"{store_dir} (computed once, cached in {cached.parent})"
+            return read_alignment(cached), f"{store}, computed once and cached with the report"
     log(f"report: computing the alignment of {store_dir} (once per store)")
     try:
         result = compute_alignment(AlignConfig(store=str(store_dir), data_dir=plan["extract"].get("data_dir")),
                                    progress=False, log=log)
     except XfuseError as error:  # the report stands without this section; it says why
-        return None, f"the alignment of {store_dir} could not be computed ({error})"
+        return None, f"{store} could not be aligned ({str(error).replace(str(store_dir), 'the store')})"
     if cache_dir is not None:
         write_alignment(result, Path(cache_dir) / f"alignment-{fingerprint[:16]}", log=lambda line: None)
-    return result["rows"], f"{store_dir} (computed by this report)"
+    return result["rows"], f"{store}, computed by this report"
 
 
 def _values(rows: list) -> dict:
