@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 import numpy as np, torch
 from xfuse.features import FeatureStore
-from xfuse.loader import PartReader
+from xfuse.heads.loader import PartReader
 with FeatureStore(Path(sys.argv[1]) / "store").part("train", "en") as part:
     for memory in (4 << 30, 400 << 20):  # whole part on the GPU, then windows
         readers = [PartReader(part, [4, 12], memory_bytes=memory, device=d) for d in ("cpu", "cuda")]

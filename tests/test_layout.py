@@ -113,3 +113,37 @@ def test_no_circle():
 
     for module in sorted(graph):
         visit(module, [])
+
+
+def test_the_public_imports_the_readme_shows_work_in_a_fresh_interpreter():
+    """``xfuse.features`` exports no name of one of its submodules (it would be the module or the function
+    depending on what was imported first); the README's imports give the classes and callables."""
+    import subprocess
+    import sys
+
+    code = ("from xfuse.features import ExtractConfig, FeatureStore, AlignConfig\n"
+            "from xfuse.features.extract import ExtractConfig as E, extract\n"
+            "from xfuse.features.align import align\n"
+            "from xfuse.heads.train import TrainConfig, train_heads\n"
+            "assert E is ExtractConfig and callable(extract) and callable(align) and callable(train_heads)\n"
+            "assert isinstance(FeatureStore, type) and isinstance(AlignConfig, type)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_shell_scripts_import_names_that_exist():
+    """Scripts under benchmarks/, docs/ and .ci/ run python snippets: their xfuse imports must follow the layout."""
+    import importlib
+    import re
+
+    repository = PACKAGE.parent
+    found = 0
+    for script in sorted(repository.glob("**/*.sh")):
+        if ".git" in script.parts or "out" in script.parts:
+            continue
+        for module, names in re.findall(r"from (xfuse[\w.]*) import ([\w, ]+)", script.read_text()):
+            imported = importlib.import_module(module)
+            for name in (name.strip() for name in names.split(",")):
+                assert hasattr(imported, name), f"{script}: {module} has no {name}"
+                found += 1
+    assert found >= 6

