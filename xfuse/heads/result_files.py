@@ -109,8 +109,8 @@ def result_problems(folder: Path, checksums: bool = False) -> list:
             problems.append((name, f"{path.stat().st_size} bytes, {record['bytes']} when written"))
         elif checksums and file_sha256(path) != record["sha256"]:
             problems.append((name, "sha256 differs from when it was written"))
-        elif not checksums and _cheap_check(path):
-            problems.append((name, _cheap_check(path)))
+        elif not checksums and (glance := _cheap_check(path)):
+            problems.append((name, glance))
     return problems
 
 
