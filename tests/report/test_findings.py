@@ -2,7 +2,9 @@
 
 import pytest
 
-from xfuse.report.findings import bias_findings, context, few_shot_findings, late_against_early, overconfidence_ordering
+from xfuse.report.findings import (bias_findings, context, few_shot_findings, late_against_early, null_findings,
+                                   overconfidence_ordering, processor_findings, sensitivity_findings,
+                                   stability_findings)
 from xfuse.report.tables import layers_text
 
 LANGUAGES = ["en", "de", "ja"]
@@ -181,3 +183,102 @@ def test_late_fusion_is_set_beside_the_seed_ensemble_of_the_best_single_layer():
             "tested: the ensemble's members share runs).") in line
     tables["not_learned"] = {ensemble: [2]}
     assert "ECE by" not in late_against_early(tables)[0].split("the seed ensemble")[1]
+
+
+def _comparison(reference, key, lang, metric, delta, half, significant, condition="uncalibrated", floor=None,
+                seeds=5, low=None, high=None):
+    """A tested comparison row with a Bonferroni half-width ``half`` (and an unadjusted one of half of it)."""
+    return {"reference": reference, "head": key[0], "layers": layers_text(key), "lang": lang, "metric": metric,
+            "condition": condition, "delta": delta, "low_adjusted": delta - half, "high_adjusted": delta + half,
+            "family_size": 4, "low": delta - half / 2 if low is None else low,
+            "high": delta + half / 2 if high is None else high, "significant": significant, "p_holm": 0.5,
+            "kind": "trained", "noise_floor": floor, "beyond_floor": None if floor is None else abs(delta) > floor,
+            "seeds": seeds, "example_only": False, "learned": True}
+
+
+def test_stability_counts_learned_seeds_by_head_and_names_partial_and_never_learned_layers():
+    learned = {("single", (3,)): 0, ("single", (12,)): 5, ("aif", (0, 12)): 2, ("aif", (4, 12)): 5,
+               ("dlfa", (0, 12)): 0, ("scalar_mix", tuple(range(13))): 4}
+    index = {(key[0], layers_text(key), "en", "uncalibrated", "accuracy"): {
+        "learned_seeds": count, "seeds": 5, "lower_layer": None if key[0] == "scalar_mix" else key[1][0]}
+        for key, count in learned.items()}
+    tables = make_tables({}, configurations=[("constant", ())] + list(learned), index=index,
+                         kinds={key: "trained" for key in learned}, languages=["en"])
+    (line,) = stability_findings(tables)
+    assert "2 of 6 configurations learned on every seed." in line
+    assert "Learned seeds by head, over its layers: single 5/10, aif 7/10, dlfa 0/5, scalar_mix 4/5." in line
+    assert "Learned on some seeds only, by (lower) layer: aif 0 (2/5); scalar_mix 0_1_2_3_4_5_6_7_8_9_10_11_12 " \
+           "(4/5)." in line
+    assert line.endswith("Learned on no seed: single 3; dlfa 0.")
+
+
+def test_nulls_give_their_adjusted_bounds_beside_the_noise_floor_and_the_width_of_three_seeds():
+    fused, other = ("aif", (4, LAST)), ("mean", (4, LAST))
+    rows = [_comparison("best_single", fused, "de", "ece", 0.004, 0.010, False, floor=0.012),
+            _comparison("best_single", fused, "ja", "ece", -0.002, 0.020, False, floor=0.008),
+            _comparison("best_single", other, "de", "ece", 0.050, 0.010, True, floor=0.012),  # not a null
+            _comparison("best_single", fused, "de", "accuracy", 0.01, 0.03, False),
+            _comparison("best_single_3seeds", fused, "de", "accuracy", 0.01, 0.06, False, seeds=3, low=-0.02,
+                        high=0.04),
+            _comparison("best_single_3seeds", fused, "de", "ece", 0.004, 0.02, False, seeds=3, low=-0.006,
+                        high=0.014)]
+    index = {(r["reference"], r["head"], r["layers"], r["lang"], r["condition"], r["metric"]): r for r in rows}
+    tables = make_tables({}, comparisons={}, comparison_index=index)
+    tables["comparisons"] = rows
+    accuracy, ece, seeds = null_findings(tables)
+    assert accuracy.startswith("- What the nulls rule out, accuracy against the best single layer: 1 of 1 tested")
+    assert "median half-width of 0.030 and a largest of 0.030 (aif [4, 12], de: -0.020 to +0.040)." in accuracy
+    assert "ece against the best single layer: 2 of 3 tested (configuration x language) comparisons are not " \
+           "significant" in ece
+    assert "median half-width of 0.015 and a largest of 0.020 (aif [4, 12], ja: -0.022 to +0.018), beside a " \
+           "median noise floor of 0.010" in ece
+    # widths with 5 seeds 0.030 (accuracy) and 0.010 (ece) against 0.060 and 0.020 with 3
+    assert "with 5 seeds instead of the first 3, the 95% intervals" in seeds
+    assert "for accuracy, 0.50 times as wide (median of 1; 0.50 to 0.50); for ece, 0.50 times as wide" in seeds
+    assert "sqrt(3/5) = 0.77" in seeds
+
+
+def test_sensitivity_redoes_partial_configurations_on_their_learned_seeds_and_says_what_would_change():
+    partial, full = ("aif", (0, LAST)), ("mean", (5, LAST))
+    values = {(key, lang, "uncalibrated", "accuracy"): 0.6 for key in (partial, full) for lang in LANGUAGES}
+    rows = [_comparison("best_single", full, "de", "ece", -0.03, 0.01, True, floor=0.01),  # main grid: lower
+            _comparison("best_single_learned", partial, "de", "ece", 0.04, 0.01, True, floor=0.01, seeds=3),
+            _comparison("best_single_learned", partial, "ja", "ece", 0.005, 0.01, True, floor=0.01, seeds=3),
+            _comparison("best_single_learned", partial, "outside-en", "ece", 0.02, 0.015, True, floor=0.01, seeds=3)]
+    per_seed = []  # outside English, per seed: aif's seed 0 did not learn and must not count
+    for key, (error, accuracy) in ((partial, (0.05, 0.60)), (full, (0.02, 0.62))):
+        for seed in range(5):
+            wild = key == partial and seed == 0
+            for metric, value in (("signed_calibration_error", 9.0 if wild else error),
+                                  ("accuracy", 0.0 if wild else accuracy)):
+                per_seed.append({"head": key[0], "layers": layers_text(key), "lang": "outside-en", "seed": seed,
+                                 "condition": "uncalibrated", "metric": metric, "value": value})
+    tables = make_tables(values, not_learned=[partial], best_lower={"aif": partial, "mean": full}, rows=per_seed)
+    tables["comparisons"] = rows
+    lines = sensitivity_findings(tables)
+    assert "1 configurations learned on some seeds only; 1 with two or more learned seeds" in lines[0]
+    assert ("- Against the best single layer, uncalibrated, on learned seeds: of 2 (configuration x language) ECE "
+            "comparisons, 0 significantly lower and 1 significantly higher by more than the noise floor; with them "
+            "the grid's counts above would go from 1 lower and 0 higher (of 1) to 1 and 1 (of 3).") in lines[1]
+    assert "Averaged outside English: aif [0, 12] on 3 seeds +0.020 [+0.005, +0.035] significant" in lines[1]
+    assert lines[-1].startswith("- What would change: of the pre-specified configurations, aif [0, 12] learned on "
+                                "some seeds only")
+    assert lines[-1].endswith("Redone conditional on learning (every fusion configuration with two or more learned "
+                              "seeds, 2 of 2, on those seeds), the module ordering, most overconfident first, is aif "
+                              "+0.050 (0.600), mean +0.020 (0.620).")
+    tables["not_learned"] = {}
+    assert sensitivity_findings(tables)[0].startswith("- Sensitivity to learning: no configuration learned on some")
+
+
+def test_processors_are_counted_per_configuration_and_mixed_ones_split_by_learned_seeds():
+    mixed, alone = ("single", (10,)), ("single", (4,))
+    amd, intel = "AMD EPYC", "Intel Xeon (6/207/2)"
+    tables = make_tables({}, not_learned=[], provenance={"seeds_by_processor": {
+        mixed: {amd: [0, 1, 2], intel: [3, 4]}, alone: {amd: [0, 1, 2, 3, 4]}}})
+    tables["not_learned"] = {mixed: [1, 3]}
+    (line,) = processor_findings(tables)
+    assert "2 processors ran the trained runs; 1 configurations ran only on AMD EPYC, 0 configurations ran only on " \
+           "Intel Xeon (6/207/2), 1 on more than one." in line
+    assert "single [10]: 2/3 learned on AMD EPYC, 1/2 learned on Intel Xeon (6/207/2)" in line
+    one = make_tables({}, provenance={"seeds_by_processor": {alone: {amd: [0, 1]}}})
+    assert "every trained run ran on one processor (AMD EPYC)" in processor_findings(one)[0]

@@ -7,13 +7,31 @@ from scipy.stats import t as student_t
 
 from xfuse.calibration import metrics as cal
 from xfuse.errors import XfuseError
-from xfuse.report.statistics import ece_noise_floor, holm, paired_seed_test, seed_interval
+from xfuse.report.statistics import bonferroni_interval, ece_noise_floor, holm, paired_seed_test, seed_interval
 
 
 def test_holm_hand_computed():
     # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04; running maximum 0.02, 0.03, 0.06, 0.06
     np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
     np.testing.assert_allclose(holm([0.5, 0.9]), [1.0, 1.0])
+
+
+def test_bonferroni_interval_hand_computed_and_never_disagrees_with_holm_on_a_null():
+    # t_{1 - 0.05 / 10, 10} = t_{0.995, 10} = 3.1693 (printed tables): half-width 3.1693 * 0.004
+    low, high = bonferroni_interval(0.010, 0.004, 10, 5, 0.05)
+    assert (low, high) == pytest.approx((0.010 - 0.0126772, 0.010 + 0.0126772), abs=1e-6)
+    assert bonferroni_interval(0.01, 0.0, 4, 3) == (0.01, 0.01)
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # a family of m tests: where Holm keeps the null, the adjusted interval holds 0
+        m = int(rng.integers(1, 30))
+        delta, se, dof = rng.normal(0, 0.02, m), rng.uniform(0.002, 0.02, m), rng.uniform(2, 20, m)
+        p = 2 * student_t.sf(np.abs(delta) / se, dof)
+        for d, s_, nu, adjusted in zip(delta, se, dof, holm(p)):
+            low, high = bonferroni_interval(d, s_, nu, m)
+            if adjusted >= 0.05:
+                assert low <= 0 <= high
+    with pytest.raises(XfuseError, match="family_size: expected an integer >= 1, got 0"):
+        bonferroni_interval(0.1, 0.1, 3, 0)
 
 
 def test_seed_interval_equals_an_explicit_computation():

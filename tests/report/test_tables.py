@@ -687,3 +687,61 @@ def test_the_stability_table_counts_the_learned_seeds_of_every_configuration(swe
     single = table["single"]
     assert f"| single | {single[0][0]}/{single[0][1]} | {single[1][0]}/{single[1][1]} | {single[2][0]}/{single[2][1]} |" \
         in "\n".join(render_stability(tables))
+
+
+class _Run:
+    def __init__(self, seed, learned):
+        self.seed, self.learned = seed, {"learned": learned}
+
+
+def _subset_job(learned: dict, seeds: int = 5):
+    """A one-language job of three configurations with hand-set per-seed ECEs ((seed mod 2 + offset) / 100) and the
+    arrays :func:`xfuse.report.tables._comparisons` reads; ``learned``: key -> per-seed flags."""
+    best, last, fused = ("single", (7,)), ("single", (12,)), ("aif", (4, 12))
+    offsets = {best: 0.0, last: 0.5, fused: 1.0}
+    rng = np.random.default_rng(0)
+    configurations = {key: [_Run(seed, flag) for seed, flag in zip(range(seeds), learned[key])] for key in offsets}
+    kept = {}
+    for key, offset in offsets.items():
+        values = (np.arange(seeds) % 2 + offset) / 100  # (S,)
+        resampled = values[None, :] + rng.normal(0, 0.001, (200, seeds))  # (R, S)
+        row = {"lower_layer": key[1][0], "kind": "trained"}
+        kept[(key, "uncalibrated", "ece")] = (values, resampled, row, np.full(seeds, 0.004) + offset / 1000)
+    job = {"metrics": ("ece",), "configurations": configurations, "references": {"best_single": best,
+                                                                                 "last_layer": last},
+           "kinds": {key: "trained" for key in offsets}, "primary": [last, best, fused], "conditions": ("uncalibrated",),
+           "late_against_early": None}
+    return job, kept, best, last, fused
+
+
+def test_learned_seed_comparisons_redo_only_partial_sides_on_their_learned_seeds():
+    from xfuse.report.tables import _comparisons
+
+    job, kept, best, last, fused = _subset_job({("single", (7,)): [True] * 5, ("single", (12,)): [True] * 5,
+                                                ("aif", (4, 12)): [False, True, False, True, True]})
+    rows = {(row["reference"], row["head"]): row for row in _comparisons(job, kept, "de")}
+    conditional = rows[("best_single_learned", "aif")]  # seeds 1, 3, 4 of aif against all five of the best single
+    assert conditional["seeds"] == 3 and conditional["reference_seeds"] == 5 and conditional["learned"]
+    assert conditional["delta"] == pytest.approx((np.mean([1, 1, 0]) + 1.0 - np.mean([0, 1, 0, 1, 0])) / 100)
+    assert conditional["noise_floor"] == pytest.approx(0.005) and conditional["family"] == "conditional"
+    assert not rows[("best_single", "aif")]["learned"] and rows[("best_single", "aif")]["seeds"] == 5
+    assert ("best_single_learned", "single") not in rows  # both sides learned on every seed: nothing redone
+    job, kept, *_ = _subset_job({("single", (7,)): [True] * 5, ("single", (12,)): [True] * 5,
+                                 ("aif", (4, 12)): [False, False, False, True, False]})
+    assert not any(row["reference"].endswith("_learned") for row in _comparisons(job, kept, "de"))  # one learned seed
+
+
+def test_three_seed_comparisons_take_the_first_three_seeds_of_each_side():
+    from xfuse.report.tables import _comparisons
+
+    job, kept, best, last, fused = _subset_job({key: [True] * 5 for key in (("single", (7,)), ("single", (12,)),
+                                                                         ("aif", (4, 12)))})
+    rows = {(row["reference"], row["head"], row["layers"]): row for row in _comparisons(job, kept, "de")}
+    three = rows[("last_layer_3seeds", "aif", "4_12")]
+    assert three["seeds"] == three["reference_seeds"] == 3 and three["family"] == "primary"
+    assert three["delta"] == pytest.approx(0.005)  # seeds 0-2: (1 + s mod 2) / 100 against (0.5 + s mod 2) / 100
+    full = rows[("last_layer", "aif", "4_12")]
+    assert full["high"] - full["low"] < three["high"] - three["low"]  # seed variances 0.3 and 1/3: 5 seeds narrower
+    job, kept, *_ = _subset_job({key: [True] * 3 for key in (("single", (7,)), ("single", (12,)), ("aif", (4, 12)))},
+                                seeds=3)
+    assert not any(row["reference"].endswith("_3seeds") for row in _comparisons(job, kept, "de"))  # nothing to drop

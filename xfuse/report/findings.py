@@ -19,7 +19,8 @@ Usage::
 import numpy as np
 from scipy.stats import spearmanr
 
-from xfuse.report.tables import CONSTANT, FUSION_HEADS, POOLED, comparison, is_learned, lookup, lower_layer
+from xfuse.report.tables import (CONSTANT, FEW_SEEDS, FEW_SEEDS_SUFFIX, FUSION_HEADS, LEARNED_SUFFIX, POOLED, comparison,
+                                 is_learned, lookup, lower_layer, stability_table)
 
 # Published reference points, cited beside the findings (not computed here).
 PUBLISHED = (
@@ -59,10 +60,24 @@ def _changes(tables, reference, key, metric, condition) -> str:
         beyond = [r["lang"] for r in rows if r["significant"] and r["beyond_floor"]]
         parts.append(f"of those, larger than the noise floor in {len(beyond)}")
     if not parts:
-        width = max((r["high"] - r["low"]) / 2 for r in rows)
-        return text + (f"; significant in none of the {len(languages)} languages (not a demonstrated absence: the "
-                       f"95% intervals of the change reach +-{width:.3f})")
+        return text + f"; significant in none of the {len(languages)} languages ({_null_bounds(rows, metric)})"
     return text + "; " + "; ".join(parts)
+
+
+def _null_bounds(rows: list, metric: str) -> str:
+    """What a null leaves open: 'changes outside -0.008 to +0.012 ruled out (Bonferroni-adjusted within each Holm
+    family of 14 tests; noise floor up to 0.010)'; the rows' adjusted intervals, widest ends."""
+    tested = [row for row in rows if row.get("low_adjusted") is not None]
+    if not tested:
+        return "not tested"
+    sizes = sorted({row["family_size"] for row in tested})
+    text = (f"changes outside {min(r['low_adjusted'] for r in tested):+.3f} to "
+            f"{max(r['high_adjusted'] for r in tested):+.3f} ruled out at 95%, Bonferroni-adjusted within "
+            f"{'its' if len(tested) == 1 else 'each'} Holm family of "
+            f"{' to '.join(map(str, sizes[::max(1, len(sizes) - 1)]))} tests")
+    if metric in ("ece", "adaptive_ece") and all(row["noise_floor"] is not None for row in tested):
+        text += f"; noise floor {'' if len(tested) == 1 else 'up to '}{max(r['noise_floor'] for r in tested):.3f}"
+    return text
 
 
 def has_pooled(tables: dict) -> bool:
@@ -80,7 +95,7 @@ def _pooled_change(tables, reference, key, metric, condition) -> str:
     if row["p_holm"] is None:
         return text + ", not tested"
     if not row["significant"]:
-        return text + f", not significant (Holm p {row['p_holm']:.2g})"
+        return text + f", not significant (Holm p {row['p_holm']:.2g}; {_null_bounds([row], metric)})"
     below = metric in ("ece", "adaptive_ece") and not row["beyond_floor"]
     return (text + f", significant (Holm p {row['p_holm']:.2g})" + (" but smaller than the noise floor" if below else "")
             + (f"; {row['debiased_delta']:+.3f} net of the floor's own change" if metric in ("ece", "adaptive_ece")
@@ -105,10 +120,12 @@ def _mean_outside(tables: dict, key: tuple, condition: str, metric: str) -> floa
 def findings(tables: dict) -> list:
     """Every finding, in order: learning, accuracy, fusion against the references, calibration across the grid,
     direction and ordering of the calibration error, calibrating (zero-shot, oracle, few-shot, bias), late
-    against early fusion, and the published reference points."""
+    against early fusion, stability and the sensitivity of the calibration findings to it, what the nulls rule
+    out, the processors, and the published reference points."""
     lines = _main_findings(tables)
     lines += overconfidence_ordering(tables) + few_shot_findings(tables) + bias_findings(tables)
-    return lines + late_against_early(tables) + context(tables)
+    lines += late_against_early(tables) + stability_findings(tables) + sensitivity_findings(tables)
+    return lines + null_findings(tables) + processor_findings(tables) + context(tables)
 
 
 def _main_findings(tables: dict) -> list:
@@ -469,3 +486,215 @@ def context(tables: dict) -> list:
             + ". The fine-tuned figures show what training the whole encoder reaches and the MTEB figure what the "
             "frozen encoder's sentence similarity gives untrained; this setting, a frozen encoder with a trained "
             "head, is comparable to neither."]
+
+
+def stability_findings(tables: dict) -> list:
+    """On how many seeds each layer and module learned (the stability table), and where learning is partial.
+
+    Counts per fusion module and per ``single`` layer; the configurations that
+    learned on some seeds only, and those that learned on none, by module and
+    (lower) layer.
+    """
+    table, lines = stability_table(tables), []
+    if not table:
+        return []
+    partial, never, total, complete = {}, {}, 0, 0
+    for head, per_layer in table.items():
+        for layer, (learned, seeds) in per_layer.items():
+            total += 1
+            complete += learned == seeds
+            if 0 < learned < seeds:
+                partial.setdefault(head, []).append(f"{layer} ({learned}/{seeds})")
+            elif learned == 0:
+                never.setdefault(head, []).append(str(layer))
+    by_head = ", ".join(f"{head} {sum(l for l, _ in per_layer.values())}/{sum(n for _, n in per_layer.values())}"
+                        for head, per_layer in table.items())
+    text = (f"- Stability (the stability table; `learned`: the head beat the prior on English dev): {complete} of "
+            f"{total} configurations learned on every seed. Learned seeds by head, over its layers: {by_head}.")
+    text += (" Learned on some seeds only, by (lower) layer: " + "; ".join(f"{head} {', '.join(layers)}" for head, layers
+                                                                          in partial.items()) + "."
+             if partial else " No configuration learned on some seeds only.")
+    text += (" Learned on no seed: " + "; ".join(f"{head} {', '.join(layers)}" for head, layers in never.items()) + "."
+             if never else " Every configuration learned on at least one seed.")
+    return [text]
+
+
+def _conditional_ordering(tables: dict) -> str:
+    """The module ordering of :func:`overconfidence_ordering` redone conditional on learning: every fusion
+    configuration with two or more learned seeds, its seed means over those seeds (outside English, uncalibrated)."""
+    last, outside = tables["last"], _outside(tables)
+    if not outside or not {"accuracy", "signed_calibration_error"} <= set(tables["config"]["metrics"]):
+        return ""
+    fusion = [key for key in tables["configurations"] if key[0] in FUSION_HEADS and lower_layer(key, last) is not None]
+    per_seed = {}
+    for row in tables["rows"]:
+        if row["lang"] == POOLED and row["seed"] != "mean" and row["condition"] == "uncalibrated" \
+                and row["metric"] in ("accuracy", "signed_calibration_error"):
+            per_seed[(row["head"], row["layers"], row["metric"], row["seed"])] = row["value"]
+
+    def conditional(key, metric):
+        dropped = set(tables["not_learned"].get(key, []))
+        values = [value for (head, layers, name, seed), value in per_seed.items()
+                  if (head, layers, name) == (key[0], "_".join(map(str, key[1])), metric) and seed not in dropped]
+        return float(np.mean(values)) if len(values) >= 2 else None
+
+    values = {key: (conditional(key, "signed_calibration_error"), conditional(key, "accuracy")) for key in fusion}
+    values = {key: pair for key, pair in values.items() if pair[0] is not None}
+    modules = {}
+    for key, (error, accuracy) in values.items():
+        modules.setdefault(key[0], []).append((error, accuracy))
+    if len(modules) < 2:
+        return ""
+    ordered = sorted(modules.items(), key=lambda item: -np.mean([e for e, _ in item[1]]))
+    return (f" Redone conditional on learning (every fusion configuration with two or more learned seeds, "
+            f"{len(values)} of {len(fusion)}, on those seeds), the module ordering, most overconfident first, is "
+            + ", ".join(f"{head} {np.mean([e for e, _ in pairs]):+.3f} ({np.mean([a for _, a in pairs]):.3f})"
+                        for head, pairs in ordered) + ".")
+
+
+def sensitivity_findings(tables: dict) -> list:
+    """The calibration comparisons redone on the learned seeds where a side learned on some seeds only.
+
+    Conditional on learning: the seeds kept are selected by how they trained,
+    so these comparisons describe heads that learned, not the
+    configurations; they form their own Holm families (reference names
+    ending in ``_learned`` in ``comparisons.csv``). Per reference and
+    condition: the counts of ECE changes significant and larger than the
+    noise floor, beside the main findings' counts, and each averaged-outside-
+    English change; then the module ordering redone on the learned seeds.
+    """
+    if "ece" not in tables["config"]["metrics"]:
+        return []
+    conditional = [row for row in tables["comparisons"] if row["reference"].endswith(LEARNED_SUFFIX)]
+    partial = [key for key in tables["not_learned"] if len(tables["not_learned"][key]) < lookup(
+        tables, key, tables["languages"][0], "uncalibrated", tables["config"]["metrics"][0])["seeds"]]
+    if not partial:
+        return ["- Sensitivity to learning: no configuration learned on some seeds only, so no calibration "
+                "comparison depends on which seeds learned."]
+    keys = sorted({(row["head"], row["layers"]) for row in conditional})
+    lines = [f"- Sensitivity to learning (conditional on learning: a selected subset of seeds, so these describe heads "
+             f"that learned, not the configurations): {len(partial)} configurations learned on some seeds only; "
+             f"{len(keys)} with two or more learned seeds (and a reference with two or more) are compared again on "
+             "their learned seeds, in Holm families of their own."]
+    for reference, name in (("best_single", "the best single layer"), ("last_layer", "the last layer")):
+        for condition, words in (("uncalibrated", "uncalibrated"), ("zero_shot_ts", "after zero-shot TS")):
+            rows = [row for row in conditional if row["reference"] == reference + LEARNED_SUFFIX
+                    and row["metric"] == "ece" and row["condition"] == condition and row["p_holm"] is not None]
+            if not rows:
+                continue
+            main = [row for row in tables["comparisons"] if row["reference"] == reference and row["metric"] == "ece"
+                    and row["condition"] == condition and row["learned"] and row["p_holm"] is not None
+                    and row["kind"] != "reference" and row["lang"] != POOLED]
+            per_lang = [row for row in rows if row["lang"] != POOLED]
+            lower, higher = _beyond_floor_counts(per_lang)
+            main_lower, main_higher = _beyond_floor_counts(main)
+            sentence = (f"- Against {name}, {words}, on learned seeds: of {len(per_lang)} (configuration x language) "
+                        f"ECE comparisons, {lower} significantly lower and {higher} significantly higher by more than "
+                        f"the noise floor; with them the grid's counts above would go from {main_lower} lower and "
+                        f"{main_higher} higher (of {len(main)}) to {main_lower + lower} and {main_higher + higher} (of "
+                        f"{len(main) + len(per_lang)}).")
+            pooled = [row for row in rows if row["lang"] == POOLED]
+            if pooled:
+                sentence += " Averaged outside English: " + "; ".join(
+                    f"{label((row['head'], tuple(int(x) for x in row['layers'].split('_'))))} on "
+                    f"{row['seeds']} seeds {row['delta']:+.3f} [{row['low_adjusted']:+.3f}, {row['high_adjusted']:+.3f}]"
+                    + (" significant" + ("" if row["beyond_floor"] else " but below the floor") if row["significant"]
+                       else "") for row in pooled) + " (Bonferroni-adjusted within the family)."
+            lines.append(sentence)
+    primary = [key for key in dict.fromkeys(tables["best_lower"].values()) if key in partial]
+    lines.append("- What would change: " + (
+        "of the pre-specified configurations, " + ", ".join(label(key) for key in primary) + " learned on some seeds "
+        "only and have no calibration finding above; their conditional comparisons are in the lines just above."
+        if primary else "every pre-specified configuration learned on every seed, so the comparisons of finding 1 "
+        "stand as they are; only the grid counts above would move.") + _conditional_ordering(tables))
+    return lines
+
+
+def null_findings(tables: dict) -> list:
+    """What the nulls rule out: the widest changes left open by the non-significant comparisons, and how much wider
+    the intervals would be with three seeds.
+
+    For each reference, metric (accuracy, ECE) and condition: the
+    non-significant per-language comparisons of learned configurations, the
+    median and the largest half-width of their Bonferroni-adjusted intervals
+    (within each Holm family), and for ECE the median noise floor beside them.
+    Then the pre-specified comparisons on the first three seeds (reference
+    names ending in ``_3seeds``): the median ratio of the 95% interval widths
+    with every seed to those with three.
+    """
+    metrics, lines = tables["config"]["metrics"], []
+    for metric in [m for m in ("accuracy", "ece") if m in metrics]:
+        for reference, name in (("best_single", "the best single layer"), ("last_layer", "the last layer")):
+            for condition in [c for c in ("uncalibrated", "zero_shot_ts") if c in tables["conditions"]]:
+                if metric == "accuracy" and condition != "uncalibrated":
+                    continue  # temperature scaling does not move the predicted class
+                rows = [row for row in tables["comparisons"] if row["reference"] == reference and row["metric"] == metric
+                        and row["condition"] == condition and row["p_holm"] is not None and row["lang"] != POOLED
+                        and row["kind"] != "reference"]
+                nulls = [row for row in rows if not row["significant"]]
+                if not nulls:
+                    continue
+                halves = np.array([(row["high_adjusted"] - row["low_adjusted"]) / 2 for row in nulls])
+                widest = max(nulls, key=lambda row: row["high_adjusted"] - row["low_adjusted"])
+                sentence = (f"- What the nulls rule out, {metric.replace('_', ' ')} against {name}"
+                            f"{'' if condition == 'uncalibrated' else ', after zero-shot TS'}: {len(nulls)} of "
+                            f"{len(rows)} tested (configuration x language) comparisons are not significant; their "
+                            f"Bonferroni-adjusted intervals (within each Holm family, simultaneous 95%) have a median "
+                            f"half-width of {np.median(halves):.3f} and a largest of {halves.max():.3f} "
+                            f"({widest['head']} [{widest['layers'].replace('_', ', ')}], {widest['lang']}: "
+                            f"{widest['low_adjusted']:+.3f} to {widest['high_adjusted']:+.3f})")
+                if metric == "ece":
+                    floors = [row["noise_floor"] for row in nulls if row["noise_floor"] is not None]
+                    sentence += (f", beside a median noise floor of {np.median(floors):.3f}: changes smaller than "
+                                 "the floor could not be called calibration differences even if significant")
+                lines.append(sentence + ".")
+    ratios = {}
+    for row in tables["comparisons"]:
+        if row["reference"].endswith(FEW_SEEDS_SUFFIX) and row["metric"] in ("accuracy", "ece") \
+                and row["condition"] == "uncalibrated" and np.isfinite(row["high"] - row["low"]):
+            full = tables["comparison_index"].get((row["reference"][:-len(FEW_SEEDS_SUFFIX)], row["head"],
+                                                   row["layers"], row["lang"], row["condition"], row["metric"]))
+            if full is not None and row["high"] > row["low"]:
+                ratios.setdefault(row["metric"], []).append((full["high"] - full["low"]) / (row["high"] - row["low"]))
+    if ratios:
+        seeds = max(row["seeds"] for row in tables["comparisons"] if row["reference"] in ("best_single", "last_layer"))
+        lines.append(f"- Seeds: with {seeds} seeds instead of the first {FEW_SEEDS}, the 95% intervals of the "
+                     "pre-specified comparisons (uncalibrated, every language and the mean outside English) are "
+                     + "; ".join(f"for {metric}, {np.median(values):.2f} times as wide (median of {len(values)}; "
+                                 f"{min(values):.2f} to {max(values):.2f})" for metric, values in ratios.items())
+                     + f" (the seed part alone would give sqrt({FEW_SEEDS}/{seeds}) = {np.sqrt(FEW_SEEDS / seeds):.2f}"
+                     " at equal seed variance, less with the t quantile's fewer degrees of freedom at three).")
+    return lines
+
+
+def processor_findings(tables: dict) -> list:
+    """Whether learning depends on the processor a run used, as far as the study's own runs can say.
+
+    Which processor ran a task was not randomized (tasks ran in plan order as
+    machines came), so between configurations the processor is confounded
+    with the configuration; within a configuration that ran on two
+    processors, the learned seeds on each are counted.
+    """
+    by_processor = tables["provenance"].get("seeds_by_processor") or {}
+    if not by_processor:
+        return []
+    names = sorted({name for found in by_processor.values() for name in found})
+    if len(names) < 2:
+        return [f"- Processors: every trained run ran on one processor ({names[0] if names else 'not recorded'}), so "
+                "no result can depend on where it ran within this study."]
+    mixed = {key: found for key, found in by_processor.items() if len(found) > 1}
+    only = {name: sum(1 for found in by_processor.values() if list(found) == [name]) for name in names}
+    text = (f"- Processors: {len(names)} processors ran the trained runs; "
+            + ", ".join(f"{count} configurations ran only on {name}" for name, count in only.items())
+            + f", {len(mixed)} on more than one. Which processor ran which task was not randomized, so between "
+            "configurations a processor effect cannot be told from a configuration effect.")
+    if mixed:
+        parts = []
+        for key, found in mixed.items():
+            dropped = set(tables["not_learned"].get(key, []))
+            parts.append(f"{label(key)}: " + ", ".join(
+                f"{sum(seed not in dropped for seed in seeds)}/{len(seeds)} learned on {name}" for name, seeds in
+                found.items()))
+        text += (" Within the configurations that ran on more than one: " + "; ".join(parts) + " (too few seeds per "
+                 "processor to test).")
+    return [text]

@@ -47,12 +47,14 @@ def provenance(plan: dict, plan_path: Path, configurations: dict) -> dict:
         results = sweep_paths(plan_path)["results"]
         first = next(iter(sorted(results.glob("*/config.json"))), None)
         settings = json.loads(first.read_text())["features"] if first else {}
-    processors, per_configuration = {}, {}
+    processors, per_configuration, seeds_by_processor = {}, {}, {}
     for key, members in configurations.items():
         for member in members:
             if member.processor is not None or key[0] not in ("late", "ensemble", "constant"):
                 processors[member.processor or "not recorded"] = processors.get(member.processor or "not recorded", 0) + 1
                 per_configuration.setdefault(key, set()).add(member.processor or "not recorded")
+                seeds_by_processor.setdefault(key, {}).setdefault(member.processor or "not recorded",
+                                                                  []).append(member.seed)
     seconds = {}
     for (head, _), members in configurations.items():
         for member in members:
@@ -73,4 +75,7 @@ def provenance(plan: dict, plan_path: Path, configurations: dict) -> dict:
         "processors": dict(sorted(processors.items())),
         "processors_per_configuration": {f"{head} {list(layers)}": sorted(found) for (head, layers), found in
                                          sorted(per_configuration.items())},
+        # configuration -> processor -> the seeds that ran on it (for the findings' processor check)
+        "seeds_by_processor": {key: {name: sorted(seeds) for name, seeds in sorted(found.items())}
+                               for key, found in sorted(seeds_by_processor.items())},
     }

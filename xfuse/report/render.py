@@ -22,13 +22,14 @@ import numpy as np
 from xfuse import __version__
 from xfuse.report.figures import CONDITION_LABELS, METRIC_LABELS, save_figures
 from xfuse.report.findings import findings, has_pooled, label
-from xfuse.report.tables import CONSTANT, POOLED, comparison, is_learned, lookup
+from xfuse.report.tables import CONSTANT, POOLED, comparison, is_learned, lookup, stability_table
 
 ROW_COLUMNS = ("head", "layers", "kind", "lower_layer", "seed", "seeds", "learned_seeds", "invalid_seeds", "lang",
                "condition", "metric", "value", "low", "high", "se", "dof", "seed_se", "example_se", "noise_floor")
 COMPARISON_COLUMNS = ("head", "layers", "kind", "lower_layer", "reference", "reference_layers", "lang", "condition",
                       "metric", "family", "delta", "low", "high", "se", "dof", "p_value", "p_holm", "significant",
-                      "example_only", "same_seeds", "noise_floor", "beyond_floor", "debiased_delta", "learned")
+                      "family_size", "low_adjusted", "high_adjusted", "example_only", "same_seeds", "seeds",
+                      "reference_seeds", "noise_floor", "beyond_floor", "debiased_delta", "learned")
 TABLE_METRICS = ("accuracy", "ece", "signed_calibration_error", "smooth_ece", "brier", "nll", "auroc", "aurc")
 
 
@@ -138,7 +139,13 @@ def render_markdown(tables: dict, figures: list) -> str:
         f"number of test examples ({config['floor_simulations']} simulations per seed); a significant ECE change "
         "smaller than the floor of either side is marked \"below floor\" and is not called a calibration "
         "difference; `comparisons.csv` also gives each ECE change minus the change of the floor "
-        "(`debiased_delta`), since the floor grows as confidences spread. `‡` marks a configuration that did not beat the prior on English dev on every seed: kept in "
+        "(`debiased_delta`), since the floor grows as confidences spread. Each tested comparison also has an interval "
+        "adjusted within its Holm family (Bonferroni, simultaneous 95%: `low_adjusted`, `high_adjusted`, "
+        "`family_size`); it contains 0 wherever the change is not significant, and the findings quote it for every "
+        "null as the changes the study rules out. Comparisons whose reference ends in `_learned` are redone on the "
+        "learned seeds of each side where a side learned on some seeds only (conditional on learning, a selected "
+        "subset; their own Holm families); those ending in `_3seeds` redo the pre-specified comparisons on the first "
+        "three seeds, to show how much the extra seeds narrow the intervals. `‡` marks a configuration that did not beat the prior on English dev on every seed: kept in "
         "the tables, left out of calibration findings. `†` marks a value to which a seed contributes an "
         "anti-informative fit (its logits rank the classes the wrong way round on the dev set the calibrator was "
         "fitted on): a clamp, not a calibration.", "",
@@ -259,19 +266,6 @@ def render_markdown(tables: dict, figures: list) -> str:
         lines += [f"![{caption}](figures/{name})", "", f"*{caption}.*", ""]
     lines += render_provenance(tables["provenance"])
     return "\n".join(lines).rstrip() + "\n"
-
-
-def stability_table(tables: dict) -> dict:
-    """head -> layer (a single head's layer, a fusion's lower layer; () for the others) -> (seeds learned, seeds)."""
-    table = {}
-    for key in tables["configurations"]:
-        if key == CONSTANT or tables["kinds"][key] == "ensemble":
-            continue
-        row = tables["index"][(key[0], "_".join(map(str, key[1])), tables["languages"][0], "uncalibrated",
-                               tables["config"]["metrics"][0])]
-        layer = row["lower_layer"] if row["lower_layer"] is not None else "_".join(map(str, key[1]))
-        table.setdefault(key[0], {})[layer] = (row["learned_seeds"], row["seeds"])
-    return table
 
 
 def render_stability(tables: dict) -> list:

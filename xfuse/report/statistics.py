@@ -70,6 +70,21 @@ def holm(p_values) -> np.ndarray:
     return adjusted
 
 
+def bonferroni_interval(delta: float, se: float, dof: float, family_size: int, alpha: float = 0.05) -> tuple:
+    """(low, high): a difference's interval at level ``1 - alpha / m`` for a family of ``m`` tests, simultaneous
+    at ``1 - alpha``: ``delta +- t_{1 - alpha / (2 m), nu} se``.
+
+    Where :func:`holm` leaves a difference not significant at ``alpha``, this
+    interval contains 0 (its p-value times ``m``, Bonferroni's, is at least
+    Holm's adjusted one), so the two never disagree on a null, and its ends
+    are the largest changes in either direction that the null leaves open.
+    """
+    if int(family_size) < 1:
+        raise XfuseError(f"family_size: expected an integer >= 1, got {family_size}")
+    half = 0.0 if se == 0 else float(student_t.ppf(1 - alpha / (2 * int(family_size)), dof) * se)
+    return delta - half, delta + half
+
+
 def _check(per_seed, resampled, name: str) -> tuple:
     values = np.asarray(per_seed, dtype=np.float64)
     samples = np.asarray(resampled, dtype=np.float64)

@@ -66,7 +66,7 @@ from xfuse.report.cache import EntryCache, content_key
 from xfuse.report.results import (constant_member, fused_dev_en_loss, late_fusion, load_sweep, recorded_recipe, seed_ensemble,
                       train_base_rate)
 from xfuse.sweep.plan import sweep_paths
-from xfuse.report.statistics import ece_noise_floors, holm, paired_seed_test, seed_interval
+from xfuse.report.statistics import bonferroni_interval, ece_noise_floors, holm, paired_seed_test, seed_interval
 from xfuse.calibration.temperature import logit_difference_probabilities
 
 REPORT_METRICS = ("accuracy", "ece", "adaptive_ece", "smooth_ece", "signed_calibration_error", "brier",
@@ -82,6 +82,8 @@ CONSTANT = ("constant", ())
 POOLED = "outside-en"  # the rows and comparisons of the mean over the non-English test languages
 CACHE_FOLDER = ".report-cache"
 ENSEMBLE_SIZE = 2  # heads per seed ensemble, as many as late fusion's pairs average
+LEARNED_SUFFIX = "_learned"  # a reference's comparisons redone on the learned seeds of partially learned sides
+FEW_SEEDS, FEW_SEEDS_SUFFIX = 3, "_3seeds"  # a reference's pre-specified comparisons redone on the first 3 seeds
 
 
 @dataclass(frozen=True)
@@ -250,15 +252,16 @@ def _member_rows(job: dict) -> tuple:
             for m, name in enumerate(metrics):
                 values = np.array([entry["values"][c, m] for entry in entries])  # (S,)
                 resampled = np.stack([entry["resampled"][c, m] for entry in entries], axis=1)  # (R, S)
-                floor = (float(np.mean([entry["floors"][c, floored.index(name)] for entry in entries]))
-                         if name in floored else None)
+                seed_floors = (np.array([entry["floors"][c, floored.index(name)] for entry in entries])
+                               if name in floored else None)  # (S,)
+                floor = float(np.mean(seed_floors)) if seed_floors is not None else None
                 row = _row(job, key, members, lang, condition, name, values, resampled, invalid, floor)
                 rows.append(row)
                 rows.extend({**{k: row[k] for k in ("head", "layers", "lower_layer", "kind", "seeds", "learned_seeds",
                                                     "lang", "condition", "metric")},
                              "seed": member.seed, "value": float(value), "invalid_seeds": int(not member.valid[lang][condition])}
                             for member, value in zip(members, values))
-                kept[(key, condition, name)] = (values, resampled, row)
+                kept[(key, condition, name)] = (values, resampled, row, seed_floors)
     return rows, _comparisons(job, kept, lang), kept
 
 
@@ -272,23 +275,42 @@ def _row(job, key, members, lang, condition, name, values, resampled, invalid, f
 
 
 def _comparisons(job: dict, kept: dict, lang: str) -> list:
-    """Every comparison of one language (or of the pooled rows) from the arrays of :func:`_member_rows`."""
+    """Every comparison of one language (or of the pooled rows) from the arrays of :func:`_member_rows`.
+
+    Besides the comparisons on every seed, two subsets are compared again
+    against each reference (reference names with a suffix, their own Holm
+    families): ``_learned``, the learned seeds of each side where a side
+    learned on some seeds only (:data:`LEARNED_SUFFIX`; conditional on
+    learning, a selected subset), and ``_3seeds``, the pre-specified
+    comparisons on the first three seeds (:data:`FEW_SEEDS_SUFFIX`; how wide
+    the intervals would be with three seeds instead of all).
+    """
     metrics, comparisons = job["metrics"], []
 
-    def compare(key, reference, reference_name, condition, reference_condition, name, same_seeds):
-        values, resampled, row = kept[(key, condition, name)]
-        ref_values, ref_resampled, ref_row = kept[(reference, reference_condition, name)]
-        test = paired_seed_test(values, resampled, ref_values, ref_resampled, same_seeds=same_seeds)
-        floor = max(row["noise_floor"], ref_row["noise_floor"]) if name in FLOORED else None
+    def compare(key, reference, reference_name, condition, reference_condition, name, same_seeds, keep=None,
+                reference_keep=None, family=None):
+        values, resampled, row, floors = kept[(key, condition, name)]
+        ref_values, ref_resampled, ref_row, ref_floors = kept[(reference, reference_condition, name)]
+        members, reference_members = job["configurations"][key], job["configurations"][reference]
+        keep = np.ones(values.size, dtype=bool) if keep is None else keep  # (S,) the seeds compared
+        reference_keep = np.ones(ref_values.size, dtype=bool) if reference_keep is None else reference_keep
+        test = paired_seed_test(values[keep], resampled[:, keep], ref_values[reference_keep],
+                                ref_resampled[:, reference_keep], same_seeds=same_seeds)
+        floor = side = None
+        if name in FLOORED:
+            side, reference_side = float(np.mean(floors[keep])), float(np.mean(ref_floors[reference_keep]))
+            floor = max(side, reference_side)
+        learned = (all(m.learned["learned"] for m, kept_seed in zip(members, keep) if kept_seed)
+                   and all(m.learned["learned"] for m, kept_seed in zip(reference_members, reference_keep) if kept_seed))
         comparisons.append({
             "head": key[0], "layers": layers_text(key), "lower_layer": row["lower_layer"], "kind": row["kind"],
             "reference": reference_name, "reference_layers": layers_text(reference), "lang": lang,
             "condition": condition, "metric": name, **test, "same_seeds": same_seeds, "noise_floor": floor,
             "beyond_floor": None if floor is None else bool(abs(test["delta"]) > floor),
             # the change minus the change of the floor: what the two sides' sharpness alone would not produce
-            "debiased_delta": None if floor is None else test["delta"] - (row["noise_floor"] - ref_row["noise_floor"]),
-            "family": "primary" if key in job["primary"] else "grid",
-            "learned": row["learned_seeds"] == row["seeds"] and ref_row["learned_seeds"] == ref_row["seeds"]})
+            "debiased_delta": None if floor is None else test["delta"] - (side - reference_side),
+            "family": family or ("primary" if key in job["primary"] else "grid"),
+            "seeds": int(keep.sum()), "reference_seeds": int(reference_keep.sum()), "learned": learned})
 
     for reference_name, reference in job["references"].items():
         for key, members in job["configurations"].items():
@@ -315,6 +337,32 @@ def _comparisons(job: dict, kept: dict, lang: str) -> list:
             if condition in job["conditions"] and temperature_only in job["conditions"]:
                 for name in [m for m in CALIBRATION_METRICS if m in metrics]:
                     compare(key, key, "temperature", condition, temperature_only, name, True)
+    learned_seeds = {key: np.array([bool(m.learned["learned"]) for m in members])
+                     for key, members in job["configurations"].items()}
+    for reference_name, reference in job["references"].items():
+        for key in job["configurations"]:  # sensitivity: each side on its learned seeds, where a side is partial
+            if key in (reference, CONSTANT) or job["kinds"][key] != "trained":
+                continue
+            keep, reference_keep = learned_seeds[key], learned_seeds[reference]
+            if keep.all() and reference_keep.all() or keep.sum() < 2 or reference_keep.sum() < 2:
+                continue  # nothing to redo, or a side without two learned seeds to compare
+            for condition in job["conditions"]:
+                for name in metrics:
+                    compare(key, reference, reference_name + LEARNED_SUFFIX, condition, condition, name, False, keep,
+                            reference_keep, "conditional")
+        for key in job["primary"]:  # the same comparisons on the first three seeds: the interval widths of 3 seeds
+            seeds = [m.seed for m in job["configurations"][key]]
+            reference_seeds = [m.seed for m in job["configurations"][reference]]
+            if key in (reference, CONSTANT) or len(seeds) <= FEW_SEEDS or len(reference_seeds) <= FEW_SEEDS:
+                continue
+            same_seeds = (job["kinds"][key] == "late" and reference[0] == "single" and reference[1][0] in key[1]
+                          and seeds == reference_seeds)
+            keep = np.isin(seeds, sorted(seeds)[:FEW_SEEDS])
+            reference_keep = np.isin(reference_seeds, sorted(reference_seeds)[:FEW_SEEDS])
+            for condition in job["conditions"]:
+                for name in metrics:
+                    compare(key, reference, reference_name + FEW_SEEDS_SUFFIX, condition, condition, name, same_seeds,
+                            keep, reference_keep, "primary")
     return comparisons
 
 
@@ -336,15 +384,15 @@ def pooled_rows(job: dict, kept_by_lang: dict) -> tuple:
         entries = [kept_by_lang[lang][(key, condition, name)] for lang in languages]
         values = np.mean([entry[0] for entry in entries], axis=0)  # (S,)
         resampled = np.mean([entry[1] for entry in entries], axis=0)  # (R, S)
-        floors = [entry[2]["noise_floor"] for entry in entries]
+        seed_floors = None if entries[0][3] is None else np.mean([entry[3] for entry in entries], axis=0)  # (S,)
         row = _row(job, key, job["configurations"][key], POOLED, condition, name, values, resampled,
                    sum(entry[2]["invalid_seeds"] for entry in entries),
-                   None if floors[0] is None else float(np.mean(floors)))
+                   None if seed_floors is None else float(np.mean(seed_floors)))
         rows.append(row)
         rows.extend({**{k: row[k] for k in ("head", "layers", "lower_layer", "kind", "seeds", "learned_seeds", "lang",
                                             "condition", "metric")}, "seed": member.seed, "value": float(value)}
                     for member, value in zip(job["configurations"][key], values))
-        kept[(key, condition, name)] = (values, resampled, row)
+        kept[(key, condition, name)] = (values, resampled, row, seed_floors)
     return rows, _comparisons(job, kept, POOLED)
 
 
@@ -436,6 +484,7 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
     families = {}
     for index, row in enumerate(comparisons):
         row["p_holm"], row["significant"] = None, False
+        row["low_adjusted"] = row["high_adjusted"] = row["family_size"] = None
         if row["example_only"] or not np.isfinite(row["p_value"]):
             continue  # a side with one seed (or an undefined metric): no seed-level test
         if row["metric"] in CALIBRATION_METRICS and not row["learned"]:
@@ -447,6 +496,10 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
         for position, adjusted in zip(positions, holm([comparisons[i]["p_value"] for i in positions])):
             comparisons[position]["p_holm"] = float(adjusted)
             comparisons[position]["significant"] = bool(adjusted < config.alpha)
+            row = comparisons[position]
+            row["low_adjusted"], row["high_adjusted"] = bonferroni_interval(row["delta"], row["se"], row["dof"],
+                                                                            len(positions), config.alpha)
+            row["family_size"] = len(positions)
     few_shot = {key: few_shot_table(configurations[key], languages, config, bins, entries) for key in few_shot_keys}
     if few_shot:
         log(f"report: few-shot temperature scaling done ({len(few_shot)} configurations)")
@@ -571,3 +624,16 @@ def comparison(tables: dict, reference: str, key: tuple, lang: str, condition: s
 
 def is_learned(tables: dict, key: tuple) -> bool:
     return key not in tables["not_learned"]
+
+
+def stability_table(tables: dict) -> dict:
+    """head -> layer (a single head's layer, a fusion's lower layer; () for the others) -> (seeds learned, seeds)."""
+    table = {}
+    for key in tables["configurations"]:
+        if key == CONSTANT or tables["kinds"][key] == "ensemble":
+            continue
+        row = tables["index"][(key[0], "_".join(map(str, key[1])), tables["languages"][0], "uncalibrated",
+                               tables["config"]["metrics"][0])]
+        layer = row["lower_layer"] if row["lower_layer"] is not None else "_".join(map(str, key[1]))
+        table.setdefault(key[0], {})[layer] = (row["learned_seeds"], row["seeds"])
+    return table
