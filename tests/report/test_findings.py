@@ -1,5 +1,6 @@
 """The plain-language findings on hand-built report tables: which configurations count, and hand-computed numbers."""
 
+import numpy as np
 import pytest
 
 from xfuse.report.findings import (bias_findings, context, few_shot_findings, late_against_early, null_findings,
@@ -186,14 +187,15 @@ def test_late_fusion_is_set_beside_the_seed_ensemble_of_the_best_single_layer():
 
 
 def _comparison(reference, key, lang, metric, delta, half, significant, condition="uncalibrated", floor=None,
-                seeds=5, low=None, high=None):
+                seeds=5, low=None, high=None, family="primary"):
     """A tested comparison row with a Bonferroni half-width ``half`` (and an unadjusted one of half of it)."""
     return {"reference": reference, "head": key[0], "layers": layers_text(key), "lang": lang, "metric": metric,
             "condition": condition, "delta": delta, "low_adjusted": delta - half, "high_adjusted": delta + half,
             "family_size": 4, "low": delta - half / 2 if low is None else low,
             "high": delta + half / 2 if high is None else high, "significant": significant, "p_holm": 0.5,
-            "kind": "trained", "noise_floor": floor, "beyond_floor": None if floor is None else abs(delta) > floor,
-            "seeds": seeds, "example_only": False, "learned": True}
+            "p_value": 0.1, "kind": "trained", "noise_floor": floor,
+            "beyond_floor": None if floor is None else abs(delta) > floor, "seeds": seeds, "example_only": False,
+            "learned": True, "family": family, "se": half / 4, "seed_parts": ((half ** 2 / 32, seeds),) * 2}
 
 
 def test_stability_counts_learned_seeds_by_head_and_names_partial_and_never_learned_layers():
@@ -212,35 +214,40 @@ def test_stability_counts_learned_seeds_by_head_and_names_partial_and_never_lear
     assert line.endswith("Learned on no seed: single 3; dlfa 0.")
 
 
-def test_nulls_give_their_adjusted_bounds_beside_the_noise_floor_and_the_width_of_three_seeds():
+def test_nulls_give_their_adjusted_bounds_by_family_beside_the_noise_floor_and_the_width_of_three_seeds():
     fused, other = ("aif", (4, LAST)), ("mean", (4, LAST))
     rows = [_comparison("best_single", fused, "de", "ece", 0.004, 0.010, False, floor=0.012),
             _comparison("best_single", fused, "ja", "ece", -0.002, 0.020, False, floor=0.008),
             _comparison("best_single", other, "de", "ece", 0.050, 0.010, True, floor=0.012),  # not a null
+            _comparison("best_single", other, "ja", "ece", 0.001, 0.040, False, floor=0.012, family="grid"),
             _comparison("best_single", fused, "de", "accuracy", 0.01, 0.03, False),
             _comparison("best_single_3seeds", fused, "de", "accuracy", 0.01, 0.06, False, seeds=3, low=-0.02,
-                        high=0.04),
-            _comparison("best_single_3seeds", fused, "de", "ece", 0.004, 0.02, False, seeds=3, low=-0.006,
-                        high=0.014)]
+                        high=0.04, family="primary_3seeds")]
     index = {(r["reference"], r["head"], r["layers"], r["lang"], r["condition"], r["metric"]): r for r in rows}
     tables = make_tables({}, comparisons={}, comparison_index=index)
     tables["comparisons"] = rows
-    accuracy, ece, seeds = null_findings(tables)
-    assert accuracy.startswith("- What the nulls rule out, accuracy against the best single layer: 1 of 1 tested")
+    accuracy, ece, ece_grid, seeds = null_findings(tables)
+    assert accuracy.startswith("- What the nulls rule out, accuracy against the best single layer, pre-specified: "
+                               "1 of 1 tested")
     assert "median half-width of 0.030 and a largest of 0.030 (aif [4, 12], de: -0.020 to +0.040)." in accuracy
-    assert "ece against the best single layer: 2 of 3 tested (configuration x language) comparisons are not " \
-           "significant" in ece
+    assert "ece against the best single layer, pre-specified: 2 of 3 tested (configuration x language) " \
+           "comparisons are not significant" in ece
     assert "median half-width of 0.015 and a largest of 0.020 (aif [4, 12], ja: -0.022 to +0.018), beside a " \
            "median noise floor of 0.010" in ece
-    # widths with 5 seeds 0.030 (accuracy) and 0.010 (ece) against 0.060 and 0.020 with 3
-    assert "with 5 seeds instead of the first 3, the 95% intervals" in seeds
-    assert "for accuracy, 0.50 times as wide (median of 1; 0.50 to 0.50); for ece, 0.50 times as wide" in seeds
-    assert "sqrt(3/5) = 0.77" in seeds
+    assert ", rest of the grid: 1 of 1 tested" in ece_grid and "largest of 0.040 (mean [4, 12], ja" in ece_grid
+    # accuracy de: width 0.030 with 5 seeds; observed 0.060 on three; projected: se 0.0075, seed parts 0.03^2 / 32
+    # each, rest 0: at 3 seeds each 0.03^2 / 32 * 5 / 3, total 0.03^2 * 10 / 96, dof (2 equal parts of 2 each) 4
+    projected = 2.7764 * 0.03 * np.sqrt(10 / 96)
+    assert f"for accuracy, {0.03 / (2 * projected):.2f} times as wide as the same comparisons projected to 3 seeds" \
+           in seeds
+    assert "and 0.50 times as wide as observed on the first 3 seeds (one nested draw, 0.50 to 0.50)" in seeds
+    assert "sqrt(3/5) = 0.77" in seeds and "from 4.30 (2 degrees of freedom) towards 2.78 (4)" in seeds
 
 
 def test_sensitivity_redoes_partial_configurations_on_their_learned_seeds_and_says_what_would_change():
     partial, full = ("aif", (0, LAST)), ("mean", (5, LAST))
-    values = {(key, lang, "uncalibrated", "accuracy"): 0.6 for key in (partial, full) for lang in LANGUAGES}
+    values = {(key, lang, "uncalibrated", "accuracy"): 0.6 for key in (partial, full, BEST, SINGLE)
+              for lang in LANGUAGES}
     rows = [_comparison("best_single", full, "de", "ece", -0.03, 0.01, True, floor=0.01),  # main grid: lower
             _comparison("best_single_learned", partial, "de", "ece", 0.04, 0.01, True, floor=0.01, seeds=3),
             _comparison("best_single_learned", partial, "ja", "ece", 0.005, 0.01, True, floor=0.01, seeds=3),
@@ -253,21 +260,27 @@ def test_sensitivity_redoes_partial_configurations_on_their_learned_seeds_and_sa
                                   ("accuracy", 0.0 if wild else accuracy)):
                 per_seed.append({"head": key[0], "layers": layers_text(key), "lang": "outside-en", "seed": seed,
                                  "condition": "uncalibrated", "metric": metric, "value": value})
-    tables = make_tables(values, not_learned=[partial], best_lower={"aif": partial, "mean": full}, rows=per_seed)
+    tables = make_tables(values, not_learned=[partial], primary=[SINGLE, BEST, partial, full], rows=per_seed,
+                         references={"last_layer": SINGLE, "best_single": BEST})
     tables["comparisons"] = rows
     lines = sensitivity_findings(tables)
-    assert "1 configurations learned on some seeds only; 1 with two or more learned seeds" in lines[0]
+    assert "1 trained configurations learned on some seeds only; the comparisons of 1 configurations" in lines[0]
     assert ("- Against the best single layer, uncalibrated, on learned seeds: of 2 (configuration x language) ECE "
-            "comparisons, 0 significantly lower and 1 significantly higher by more than the noise floor; with them "
-            "the grid's counts above would go from 1 lower and 0 higher (of 1) to 1 and 1 (of 3).") in lines[1]
-    assert "Averaged outside English: aif [0, 12] on 3 seeds +0.020 [+0.005, +0.035] significant" in lines[1]
-    assert lines[-1].startswith("- What would change: of the pre-specified configurations, aif [0, 12] learned on "
-                                "some seeds only")
+            "comparisons, 0 are significantly lower and 1 significantly higher by more than the noise floor, beside "
+            "1 lower and 0 higher of the 1 comparisons on every seed above (separate Holm families: not one "
+            "analysis).") in lines[1]
+    assert "aif [0, 12] on 3 seeds +0.020 [+0.005, +0.035] significant (Holm is the more powerful" in lines[1]
+    assert lines[-1].startswith("- What would change: the pre-specified aif [0, 12] learned on some seeds only and "
+                                "have no calibration finding above; their comparisons on learned seeds are in the "
+                                "lines just above.")
     assert lines[-1].endswith("Redone conditional on learning (every fusion configuration with two or more learned "
                               "seeds, 2 of 2, on those seeds), the module ordering, most overconfident first, is aif "
                               "+0.050 (0.600), mean +0.020 (0.620).")
+    tables["not_learned"] = {BEST: [0]}  # the reference itself is partial
+    assert "the best single learned on some seeds only, so every calibration comparison against it above is left " \
+           "out" in sensitivity_findings(tables)[-1]
     tables["not_learned"] = {}
-    assert sensitivity_findings(tables)[0].startswith("- Sensitivity to learning: no configuration learned on some")
+    assert sensitivity_findings(tables)[0].startswith("- Sensitivity to learning: no trained configuration learned")
 
 
 def test_processors_are_counted_per_configuration_and_mixed_ones_split_by_learned_seeds():
@@ -280,5 +293,6 @@ def test_processors_are_counted_per_configuration_and_mixed_ones_split_by_learne
     assert "2 processors ran the trained runs; 1 configurations ran only on AMD EPYC, 0 configurations ran only on " \
            "Intel Xeon (6/207/2), 1 on more than one." in line
     assert "single [10]: 2/3 learned on AMD EPYC, 1/2 learned on Intel Xeon (6/207/2)" in line
-    one = make_tables({}, provenance={"seeds_by_processor": {alone: {amd: [0, 1]}}})
-    assert "every trained run ran on one processor (AMD EPYC)" in processor_findings(one)[0]
+    one = make_tables({}, provenance={"seeds_by_processor": {alone: {amd: [0, 1]}, mixed: {"not recorded": [0]}}})
+    assert processor_findings(one) == ["- Processors: every run that recorded its processor ran on AMD EPYC (1 runs "
+                                       "recorded no processor), so this study cannot detect a processor effect."]

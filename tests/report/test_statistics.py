@@ -7,7 +7,8 @@ from scipy.stats import t as student_t
 
 from xfuse.calibration import metrics as cal
 from xfuse.errors import XfuseError
-from xfuse.report.statistics import bonferroni_interval, ece_noise_floor, holm, paired_seed_test, seed_interval
+from xfuse.report.statistics import (bonferroni_interval, ece_noise_floor, holm, paired_seed_test,
+                                     projected_half_width, seed_interval)
 
 
 def test_holm_hand_computed():
@@ -32,6 +33,21 @@ def test_bonferroni_interval_hand_computed_and_never_disagrees_with_holm_on_a_nu
                 assert low <= 0 <= high
     with pytest.raises(XfuseError, match="family_size: expected an integer >= 1, got 0"):
         bonferroni_interval(0.1, 0.1, 3, 0)
+
+
+def test_projected_half_width_hand_computed_and_unchanged_at_the_seeds_it_was_estimated_on():
+    # one side of per-seed differences, s^2 / 5 = 0.0003, no example part: at 3 seeds s^2 / 3 = 0.0005 and
+    # t_{0.975, 2} = 4.3027 (printed tables)
+    assert projected_half_width(np.sqrt(0.0003), ((0.0003, 5),), 3) == pytest.approx(4.3027 * np.sqrt(0.0005), rel=1e-4)
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0.05, 0.01, 5), rng.normal(0.04, 0.01, 5)
+    a_samples = a[None, :] + rng.normal(0, 0.004, (300, 1)) + rng.normal(0, 0.001, (300, 5))
+    b_samples = b[None, :] + rng.normal(0, 0.004, (300, 1)) + rng.normal(0, 0.001, (300, 5))
+    test = paired_seed_test(a, a_samples, b, b_samples)
+    assert projected_half_width(test["se"], test["seed_parts"], 5) == pytest.approx(test["high"] - test["delta"])
+    assert projected_half_width(test["se"], test["seed_parts"], 3) > test["high"] - test["delta"]
+    with pytest.raises(XfuseError, match="seeds: expected an integer >= 2, got 1"):
+        projected_half_width(0.1, ((0.01, 5),), 1)
 
 
 def test_seed_interval_equals_an_explicit_computation():

@@ -18,9 +18,14 @@ Usage::
 
 import numpy as np
 from scipy.stats import spearmanr
+from scipy.stats import t as student_t
 
+from xfuse.report.provenance import NOT_RECORDED
+from xfuse.report.statistics import projected_half_width
 from xfuse.report.tables import (CONSTANT, FEW_SEEDS, FEW_SEEDS_SUFFIX, FUSION_HEADS, LEARNED_SUFFIX, POOLED, comparison,
                                  is_learned, lookup, lower_layer, stability_table)
+
+LISTED = 8  # changes listed by name in a sentence; the rest are counted
 
 # Published reference points, cited beside the findings (not computed here).
 PUBLISHED = (
@@ -557,25 +562,29 @@ def sensitivity_findings(tables: dict) -> list:
 
     Conditional on learning: the seeds kept are selected by how they trained,
     so these comparisons describe heads that learned, not the
-    configurations; they form their own Holm families (reference names
-    ending in ``_learned`` in ``comparisons.csv``). Per reference and
+    configurations; they form Holm families of their own (reference names
+    ending in ``_learned`` in ``comparisons.csv``), so their counts are set
+    beside the main findings' counts, never added to them. Per reference and
     condition: the counts of ECE changes significant and larger than the
-    noise floor, beside the main findings' counts, and each averaged-outside-
-    English change; then the module ordering redone on the learned seeds.
+    noise floor, and the averaged-outside-English changes (the most
+    significant first); then which findings above this would change, and the
+    module ordering redone on the learned seeds.
     """
     if "ece" not in tables["config"]["metrics"]:
         return []
     conditional = [row for row in tables["comparisons"] if row["reference"].endswith(LEARNED_SUFFIX)]
-    partial = [key for key in tables["not_learned"] if len(tables["not_learned"][key]) < lookup(
-        tables, key, tables["languages"][0], "uncalibrated", tables["config"]["metrics"][0])["seeds"]]
+    seeds_of = {key: lookup(tables, key, tables["languages"][0], "uncalibrated", tables["config"]["metrics"][0])["seeds"]
+                for key in tables["not_learned"]}
+    partial = [key for key, seeds in tables["not_learned"].items() if len(seeds) < seeds_of[key]
+               and tables.get("kinds", {}).get(key, "trained") == "trained"]
     if not partial:
-        return ["- Sensitivity to learning: no configuration learned on some seeds only, so no calibration "
+        return ["- Sensitivity to learning: no trained configuration learned on some seeds only, so no calibration "
                 "comparison depends on which seeds learned."]
-    keys = sorted({(row["head"], row["layers"]) for row in conditional})
+    redone = sorted({(row["head"], row["layers"]) for row in conditional})
     lines = [f"- Sensitivity to learning (conditional on learning: a selected subset of seeds, so these describe heads "
-             f"that learned, not the configurations): {len(partial)} configurations learned on some seeds only; "
-             f"{len(keys)} with two or more learned seeds (and a reference with two or more) are compared again on "
-             "their learned seeds, in Holm families of their own."]
+             f"that learned, not the configurations): {len(partial)} trained configurations learned on some seeds "
+             f"only; the comparisons of {len(redone)} configurations whose sides each have two or more learned seeds "
+             "are redone on those seeds, in Holm families of their own (pre-specified and grid apart, as above)."]
     for reference, name in (("best_single", "the best single layer"), ("last_layer", "the last layer")):
         for condition, words in (("uncalibrated", "uncalibrated"), ("zero_shot_ts", "after zero-shot TS")):
             rows = [row for row in conditional if row["reference"] == reference + LEARNED_SUFFIX
@@ -583,44 +592,77 @@ def sensitivity_findings(tables: dict) -> list:
             if not rows:
                 continue
             main = [row for row in tables["comparisons"] if row["reference"] == reference and row["metric"] == "ece"
-                    and row["condition"] == condition and row["learned"] and row["p_holm"] is not None
-                    and row["kind"] != "reference" and row["lang"] != POOLED]
+                    and row["condition"] == condition and row["learned"] and row["kind"] != "reference"
+                    and row["lang"] != POOLED]  # as the grid line above counts them
             per_lang = [row for row in rows if row["lang"] != POOLED]
             lower, higher = _beyond_floor_counts(per_lang)
             main_lower, main_higher = _beyond_floor_counts(main)
             sentence = (f"- Against {name}, {words}, on learned seeds: of {len(per_lang)} (configuration x language) "
-                        f"ECE comparisons, {lower} significantly lower and {higher} significantly higher by more than "
-                        f"the noise floor; with them the grid's counts above would go from {main_lower} lower and "
-                        f"{main_higher} higher (of {len(main)}) to {main_lower + lower} and {main_higher + higher} (of "
-                        f"{len(main) + len(per_lang)}).")
-            pooled = [row for row in rows if row["lang"] == POOLED]
+                        f"ECE comparisons, {lower} are significantly lower and {higher} significantly higher by more "
+                        f"than the noise floor, beside {main_lower} lower and {main_higher} higher of the {len(main)} "
+                        "comparisons on every seed above (separate Holm families: not one analysis).")
+            pooled = sorted((row for row in rows if row["lang"] == POOLED), key=lambda row: row["p_value"])
             if pooled:
-                sentence += " Averaged outside English: " + "; ".join(
-                    f"{label((row['head'], tuple(int(x) for x in row['layers'].split('_'))))} on "
-                    f"{row['seeds']} seeds {row['delta']:+.3f} [{row['low_adjusted']:+.3f}, {row['high_adjusted']:+.3f}]"
-                    + (" significant" + ("" if row["beyond_floor"] else " but below the floor") if row["significant"]
-                       else "") for row in pooled) + " (Bonferroni-adjusted within the family)."
+                shown = pooled[:LISTED]
+                sentence += (" Averaged outside English, change in ECE [Bonferroni-adjusted interval]"
+                             + (f", the {len(shown)} most significant of {len(pooled)}" if len(pooled) > len(shown)
+                                else "") + ": " + "; ".join(
+                                 f"{_row_label(row)} on {row['seeds']} seeds {row['delta']:+.3f} "
+                                 f"[{row['low_adjusted']:+.3f}, {row['high_adjusted']:+.3f}]"
+                                 + (" significant" + ("" if row["beyond_floor"] else " but below the floor")
+                                    if row["significant"] else "") for row in shown)
+                             + " (Holm is the more powerful correction: a significant change's adjusted interval may "
+                               "still hold 0).")
             lines.append(sentence)
-    primary = [key for key in dict.fromkeys(tables["best_lower"].values()) if key in partial]
-    lines.append("- What would change: " + (
-        "of the pre-specified configurations, " + ", ".join(label(key) for key in primary) + " learned on some seeds "
-        "only and have no calibration finding above; their conditional comparisons are in the lines just above."
-        if primary else "every pre-specified configuration learned on every seed, so the comparisons of finding 1 "
-        "stand as they are; only the grid counts above would move.") + _conditional_ordering(tables))
+    lines.append("- What would change: " + _what_would_change(tables, partial, conditional) + _conditional_ordering(tables))
     return lines
 
 
-def null_findings(tables: dict) -> list:
-    """What the nulls rule out: the widest changes left open by the non-significant comparisons, and how much wider
-    the intervals would be with three seeds.
+def _row_label(row: dict) -> str:
+    return label((row["head"], tuple(int(layer) for layer in row["layers"].split("_") if layer != "")))
 
-    For each reference, metric (accuracy, ECE) and condition: the
-    non-significant per-language comparisons of learned configurations, the
-    median and the largest half-width of their Bonferroni-adjusted intervals
-    (within each Holm family), and for ECE the median noise floor beside them.
-    Then the pre-specified comparisons on the first three seeds (reference
-    names ending in ``_3seeds``): the median ratio of the 95% interval widths
-    with every seed to those with three.
+
+def _what_would_change(tables: dict, partial: list, conditional: list) -> str:
+    """Which pre-specified comparisons of finding 1 have no calibration finding because a side is partial, and
+    whether their comparisons on learned seeds exist."""
+    references = tables["references"]
+    partial_references = [name.replace("_", " ") for name, key in references.items() if key in partial]
+    primary = [key for key in tables.get("primary", []) if key in partial and key not in references.values()]
+    redone = {(row["head"], row["layers"]) for row in conditional}
+    parts = []
+    if partial_references:
+        parts.append(f"the {' and the '.join(partial_references)} learned on some seeds only, so every calibration "
+                     "comparison against it above is left out, and the comparisons on learned seeds replace them here")
+    if primary:
+        with_rows = [label(key) for key in primary if (key[0], "_".join(map(str, key[1]))) in redone]
+        without = [label(key) for key in primary if (key[0], "_".join(map(str, key[1]))) not in redone]
+        if with_rows:
+            parts.append("the pre-specified " + ", ".join(with_rows) + " learned on some seeds only and have no "
+                         "calibration finding above; their comparisons on learned seeds are in the lines just above")
+        if without:
+            parts.append("the pre-specified " + ", ".join(without) + " learned on some seeds only and are not redone "
+                         "(late fusion, or fewer than two learned seeds)")
+    if not parts:
+        return ("every pre-specified configuration and both references learned on every seed, so the comparisons of "
+                "finding 1 stand as they are; only the grid's configurations gain comparisons on learned seeds.")
+    return "; ".join(parts) + "."
+
+
+def null_findings(tables: dict) -> list:
+    """What the nulls rule out, and how much the seeds narrow the intervals.
+
+    For each reference, metric (accuracy; ECE where both sides learned) and
+    condition, the pre-specified comparisons and the rest of the grid apart
+    (their Holm families differ in size): the non-significant per-language
+    comparisons, the median and the largest half-width of their
+    Bonferroni-adjusted intervals, and for ECE the median noise floor beside
+    them. Then, over the pre-specified comparisons that learned
+    (uncalibrated, every language and the mean outside English; unadjusted
+    95% intervals): the median ratio of the width with every seed to the
+    width projected for three seeds from the same variance estimates
+    (:func:`xfuse.report.statistics.projected_half_width`), and to the width
+    observed on the first three seeds (reference names ending in
+    ``_3seeds``; one nested draw, so noisier).
     """
     metrics, lines = tables["config"]["metrics"], []
     for metric in [m for m in ("accuracy", "ece") if m in metrics]:
@@ -628,43 +670,65 @@ def null_findings(tables: dict) -> list:
             for condition in [c for c in ("uncalibrated", "zero_shot_ts") if c in tables["conditions"]]:
                 if metric == "accuracy" and condition != "uncalibrated":
                     continue  # temperature scaling does not move the predicted class
-                rows = [row for row in tables["comparisons"] if row["reference"] == reference and row["metric"] == metric
-                        and row["condition"] == condition and row["p_holm"] is not None and row["lang"] != POOLED
-                        and row["kind"] != "reference"]
-                nulls = [row for row in rows if not row["significant"]]
-                if not nulls:
-                    continue
-                halves = np.array([(row["high_adjusted"] - row["low_adjusted"]) / 2 for row in nulls])
-                widest = max(nulls, key=lambda row: row["high_adjusted"] - row["low_adjusted"])
-                sentence = (f"- What the nulls rule out, {metric.replace('_', ' ')} against {name}"
-                            f"{'' if condition == 'uncalibrated' else ', after zero-shot TS'}: {len(nulls)} of "
-                            f"{len(rows)} tested (configuration x language) comparisons are not significant; their "
-                            f"Bonferroni-adjusted intervals (within each Holm family, simultaneous 95%) have a median "
-                            f"half-width of {np.median(halves):.3f} and a largest of {halves.max():.3f} "
-                            f"({widest['head']} [{widest['layers'].replace('_', ', ')}], {widest['lang']}: "
-                            f"{widest['low_adjusted']:+.3f} to {widest['high_adjusted']:+.3f})")
-                if metric == "ece":
-                    floors = [row["noise_floor"] for row in nulls if row["noise_floor"] is not None]
-                    sentence += (f", beside a median noise floor of {np.median(floors):.3f}: changes smaller than "
-                                 "the floor could not be called calibration differences even if significant")
-                lines.append(sentence + ".")
-    ratios = {}
+                for family, which in (("primary", "pre-specified"), ("grid", "rest of the grid")):
+                    rows = [row for row in tables["comparisons"] if row["reference"] == reference
+                            and row["metric"] == metric and row["condition"] == condition and row["family"] == family
+                            and row["p_holm"] is not None and row["lang"] != POOLED and row["kind"] != "reference"]
+                    nulls = [row for row in rows if not row["significant"]]
+                    if nulls:
+                        lines.append(_null_sentence(metric, name, condition, which, rows, nulls))
+    projected, observed, seed_counts = {}, {}, set()
     for row in tables["comparisons"]:
-        if row["reference"].endswith(FEW_SEEDS_SUFFIX) and row["metric"] in ("accuracy", "ece") \
-                and row["condition"] == "uncalibrated" and np.isfinite(row["high"] - row["low"]):
-            full = tables["comparison_index"].get((row["reference"][:-len(FEW_SEEDS_SUFFIX)], row["head"],
-                                                   row["layers"], row["lang"], row["condition"], row["metric"]))
-            if full is not None and row["high"] > row["low"]:
-                ratios.setdefault(row["metric"], []).append((full["high"] - full["low"]) / (row["high"] - row["low"]))
-    if ratios:
-        seeds = max(row["seeds"] for row in tables["comparisons"] if row["reference"] in ("best_single", "last_layer"))
-        lines.append(f"- Seeds: with {seeds} seeds instead of the first {FEW_SEEDS}, the 95% intervals of the "
-                     "pre-specified comparisons (uncalibrated, every language and the mean outside English) are "
-                     + "; ".join(f"for {metric}, {np.median(values):.2f} times as wide (median of {len(values)}; "
-                                 f"{min(values):.2f} to {max(values):.2f})" for metric, values in ratios.items())
-                     + f" (the seed part alone would give sqrt({FEW_SEEDS}/{seeds}) = {np.sqrt(FEW_SEEDS / seeds):.2f}"
-                     " at equal seed variance, less with the t quantile's fewer degrees of freedom at three).")
+        if row["reference"] not in ("best_single", "last_layer") or row["family"] != "primary" \
+                or row["metric"] not in ("accuracy", "ece") or row["condition"] != "uncalibrated" \
+                or not row["learned"] or row["example_only"] or not row.get("seed_parts") \
+                or min(size for _, size in row["seed_parts"]) <= FEW_SEEDS or not np.isfinite(row["se"]):
+            continue
+        width = row["high"] - row["low"]
+        projected.setdefault(row["metric"], []).append(
+            width / (2 * projected_half_width(row["se"], row["seed_parts"], FEW_SEEDS)))
+        seed_counts.update(size for _, size in row["seed_parts"])
+        few = tables["comparison_index"].get((row["reference"] + FEW_SEEDS_SUFFIX, row["head"], row["layers"],
+                                              row["lang"], row["condition"], row["metric"]))
+        if few is not None and few["learned"] and few["high"] > few["low"]:
+            observed.setdefault(row["metric"], []).append(width / (few["high"] - few["low"]))
+    if projected:
+        seeds, most = "/".join(map(str, sorted(seed_counts))), max(seed_counts)
+        lines.append(f"- Seeds: over the pre-specified comparisons that learned (uncalibrated, each language and the "
+                     f"mean outside English, which share their seeds, so these are not independent), the unadjusted "
+                     f"95% intervals with {seeds} seeds are "
+                     + "; ".join(f"for {metric}, {np.median(values):.2f} times as wide as the same comparisons "
+                                 f"projected to {FEW_SEEDS} seeds from their variance estimates (median of "
+                                 f"{len(values)}; {min(values):.2f} to {max(values):.2f})"
+                                 + (f", and {np.median(observed[metric]):.2f} times as wide as observed on the first "
+                                    f"{FEW_SEEDS} seeds (one nested draw, {min(observed[metric]):.2f} to "
+                                    f"{max(observed[metric]):.2f})" if observed.get(metric) else "")
+                                 for metric, values in projected.items())
+                     + f". The seed part of the variance alone would shrink the width by sqrt({FEW_SEEDS}/{most}) = "
+                     f"{np.sqrt(FEW_SEEDS / most):.2f}, and the t quantile falls from "
+                     f"{student_t.ppf(0.975, FEW_SEEDS - 1):.2f} ({FEW_SEEDS - 1} degrees of freedom) towards "
+                     f"{student_t.ppf(0.975, most - 1):.2f} ({most - 1}); the test-example part does not shrink with "
+                     "seeds.")
     return lines
+
+
+def _null_sentence(metric: str, name: str, condition: str, which: str, rows: list, nulls: list) -> str:
+    halves = np.array([(row["high_adjusted"] - row["low_adjusted"]) / 2 for row in nulls])
+    widest = max(nulls, key=lambda row: row["high_adjusted"] - row["low_adjusted"])
+    sizes = sorted({row["family_size"] for row in nulls})
+    sentence = (f"- What the nulls rule out, {metric.replace('_', ' ')} against {name}"
+                f"{'' if condition == 'uncalibrated' else ' after zero-shot TS'}, {which}: {len(nulls)} of "
+                f"{len(rows)} tested (configuration x language) comparisons are not significant; their "
+                f"Bonferroni-adjusted intervals (within Holm families of {'/'.join(map(str, sizes))} tests, "
+                f"simultaneous 95%) have a median half-width of {np.median(halves):.3f} and a largest of "
+                f"{halves.max():.3f} ({_row_label(widest)}, {widest['lang']}: {widest['low_adjusted']:+.3f} to "
+                f"{widest['high_adjusted']:+.3f})")
+    if metric == "ece":
+        floors = [row["noise_floor"] for row in nulls if row["noise_floor"] is not None]
+        sentence += (f", beside a median noise floor of {np.median(floors):.3f} (the intervals are of the binned "
+                     "ECE estimates, whose difference includes the floor's own change: `debiased_delta` in "
+                     "comparisons.csv)")
+    return sentence + "."
 
 
 def processor_findings(tables: dict) -> list:
@@ -673,18 +737,24 @@ def processor_findings(tables: dict) -> list:
     Which processor ran a task was not randomized (tasks ran in plan order as
     machines came), so between configurations the processor is confounded
     with the configuration; within a configuration that ran on two
-    processors, the learned seeds on each are counted.
+    processors, the learned seeds on each are counted. Runs with no processor
+    record are counted apart.
     """
     by_processor = tables["provenance"].get("seeds_by_processor") or {}
-    if not by_processor:
-        return []
+    unknown = sum(len(found.get(NOT_RECORDED, [])) for found in by_processor.values())
+    by_processor = {key: {name: seeds for name, seeds in found.items() if name != NOT_RECORDED}
+                    for key, found in by_processor.items()}
+    by_processor = {key: found for key, found in by_processor.items() if found}
     names = sorted({name for found in by_processor.values() for name in found})
+    unrecorded = f" ({unknown} runs recorded no processor)" if unknown else ""
+    if not names:
+        return [f"- Processors: no run recorded its processor{unrecorded}."] if unknown else []
     if len(names) < 2:
-        return [f"- Processors: every trained run ran on one processor ({names[0] if names else 'not recorded'}), so "
-                "no result can depend on where it ran within this study."]
+        return [f"- Processors: every run that recorded its processor ran on {names[0]}{unrecorded}, so this study "
+                "cannot detect a processor effect."]
     mixed = {key: found for key, found in by_processor.items() if len(found) > 1}
     only = {name: sum(1 for found in by_processor.values() if list(found) == [name]) for name in names}
-    text = (f"- Processors: {len(names)} processors ran the trained runs; "
+    text = (f"- Processors: {len(names)} processors ran the trained runs{unrecorded}; "
             + ", ".join(f"{count} configurations ran only on {name}" for name, count in only.items())
             + f", {len(mixed)} on more than one. Which processor ran which task was not randomized, so between "
             "configurations a processor effect cannot be told from a configuration effect.")

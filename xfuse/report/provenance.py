@@ -18,6 +18,7 @@ import numpy as np
 from xfuse import __version__
 from xfuse.sweep.plan import sweep_paths
 
+NOT_RECORDED = "not recorded"  # the processor of a run made before runs recorded it
 STORE_KEYS = ("encoder", "encoder_revision", "tokenizer_sha256", "fingerprint", "prefix", "max_length", "dtype")
 
 
@@ -51,9 +52,9 @@ def provenance(plan: dict, plan_path: Path, configurations: dict) -> dict:
     for key, members in configurations.items():
         for member in members:
             if member.processor is not None or key[0] not in ("late", "ensemble", "constant"):
-                processors[member.processor or "not recorded"] = processors.get(member.processor or "not recorded", 0) + 1
-                per_configuration.setdefault(key, set()).add(member.processor or "not recorded")
-                seeds_by_processor.setdefault(key, {}).setdefault(member.processor or "not recorded",
+                processors[member.processor or NOT_RECORDED] = processors.get(member.processor or NOT_RECORDED, 0) + 1
+                per_configuration.setdefault(key, set()).add(member.processor or NOT_RECORDED)
+                seeds_by_processor.setdefault(key, {}).setdefault(member.processor or NOT_RECORDED,
                                                                   []).append(member.seed)
     seconds = {}
     for (head, _), members in configurations.items():

@@ -178,9 +178,11 @@ def paired_seed_test(per_seed, resampled, reference_per_seed, reference_resample
         difference = seed_interval(a - b, a_samples - b_samples, level)
         delta, total, dof = difference["value"], difference["se"] ** 2, difference["dof"]
         example_only = np.isfinite(a - b).sum() < 2
+        seed_parts = ((difference["seed_se"] ** 2, int(np.isfinite(a - b).sum())),)
     else:
         a, a_samples, _ = _defined_seeds(a, a_samples)
         b, b_samples, _ = _defined_seeds(b, b_samples)
+        seed_parts = ()
         if a.size == 0 or b.size == 0:
             delta = total = dof = float("nan")
         else:
@@ -191,6 +193,7 @@ def paired_seed_test(per_seed, resampled, reference_per_seed, reference_resample
             example_part = float(np.var(differences, ddof=1)) if differences.size > 1 else 0.0
             total = max(seed_a + seed_b + example_part - interaction_a - interaction_b, seed_a + seed_b)
             dof = _dof(total, [(seed_a, a.size), (seed_b, b.size)])
+            seed_parts = ((seed_a, a.size), (seed_b, b.size))
         example_only = a.size < 2 or b.size < 2
     if not np.isfinite(delta):
         p_value, half = float("nan"), float("nan")
@@ -201,7 +204,24 @@ def paired_seed_test(per_seed, resampled, reference_per_seed, reference_resample
         p_value = float(2 * student_t.sf(abs(delta) / se, dof))
         half = float(student_t.ppf(0.5 + level / 2, dof) * se)
     return {"delta": delta, "low": delta - half, "high": delta + half, "p_value": p_value, "dof": dof,
-            "se": float(np.sqrt(total)), "example_only": bool(example_only)}
+            "se": float(np.sqrt(total)), "example_only": bool(example_only), "seed_parts": seed_parts}
+
+
+def projected_half_width(se: float, seed_parts, seeds: int, level: float = 0.95) -> float:
+    """The half-width a comparison's interval would have with ``seeds`` seeds per side, at its variance estimates.
+
+    ``seed_parts``: (``s^2 / S``, ``S``) per side, as :func:`paired_seed_test`
+    returns them. Each seed part becomes ``s^2 / seeds``; the rest of the
+    variance (test examples, net of the interaction) is held fixed; the
+    degrees of freedom are Welch-Satterthwaite's with ``seeds - 1`` per side.
+    A projection, not a draw: it assumes the seed variances stay as estimated.
+    """
+    if int(seeds) < 2:
+        raise XfuseError(f"seeds: expected an integer >= 2, got {seeds}")
+    rest = max(0.0, se ** 2 - sum(part for part, _ in seed_parts))
+    parts = [(part * size / int(seeds), int(seeds)) for part, size in seed_parts]
+    total = rest + sum(part for part, _ in parts)
+    return float(student_t.ppf(0.5 + level / 2, _dof(total, parts)) * np.sqrt(total))
 
 
 def ece_noise_floor(confidence, bins: int = DEFAULT_BINS, equal_mass: bool = False, simulations: int = 200,

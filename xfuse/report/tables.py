@@ -309,8 +309,10 @@ def _comparisons(job: dict, kept: dict, lang: str) -> list:
             "beyond_floor": None if floor is None else bool(abs(test["delta"]) > floor),
             # the change minus the change of the floor: what the two sides' sharpness alone would not produce
             "debiased_delta": None if floor is None else test["delta"] - (side - reference_side),
-            "family": family or ("primary" if key in job["primary"] else "grid"),
-            "seeds": int(keep.sum()), "reference_seeds": int(reference_keep.sum()), "learned": learned})
+            "family": ("primary" if key in job["primary"] else "grid") + (family or ""),
+            # the seeds compared, those with a defined metric (an AUROC is undefined when every prediction is right)
+            "seeds": int(np.isfinite(values[keep]).sum()),
+            "reference_seeds": int(np.isfinite(ref_values[reference_keep]).sum()), "learned": learned})
 
     for reference_name, reference in job["references"].items():
         for key, members in job["configurations"].items():
@@ -349,7 +351,7 @@ def _comparisons(job: dict, kept: dict, lang: str) -> list:
             for condition in job["conditions"]:
                 for name in metrics:
                     compare(key, reference, reference_name + LEARNED_SUFFIX, condition, condition, name, False, keep,
-                            reference_keep, "conditional")
+                            reference_keep, LEARNED_SUFFIX)
         for key in job["primary"]:  # the same comparisons on the first three seeds: the interval widths of 3 seeds
             seeds = [m.seed for m in job["configurations"][key]]
             reference_seeds = [m.seed for m in job["configurations"][reference]]
@@ -362,7 +364,7 @@ def _comparisons(job: dict, kept: dict, lang: str) -> list:
             for condition in job["conditions"]:
                 for name in metrics:
                     compare(key, reference, reference_name + FEW_SEEDS_SUFFIX, condition, condition, name, same_seeds,
-                            keep, reference_keep, "primary")
+                            keep, reference_keep, FEW_SEEDS_SUFFIX)
     return comparisons
 
 
