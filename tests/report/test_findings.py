@@ -214,11 +214,12 @@ def test_stability_counts_learned_seeds_by_head_and_names_partial_and_never_lear
     assert line.endswith("Learned on no seed: single 3; dlfa 0.")
 
 
-def test_nulls_give_their_adjusted_bounds_by_family_beside_the_noise_floor_and_the_width_of_three_seeds():
+def test_nulls_give_their_adjusted_bounds_by_family_and_scope_beside_the_noise_floor_and_the_width_of_three_seeds():
     fused, other = ("aif", (4, LAST)), ("mean", (4, LAST))
     rows = [_comparison("best_single", fused, "de", "ece", 0.004, 0.010, False, floor=0.012),
             _comparison("best_single", fused, "ja", "ece", -0.002, 0.020, False, floor=0.008),
             _comparison("best_single", other, "de", "ece", 0.050, 0.010, True, floor=0.012),  # not a null
+            _comparison("best_single", fused, "outside-en", "ece", 0.001, 0.006, False, floor=0.010),
             _comparison("best_single", other, "ja", "ece", 0.001, 0.040, False, floor=0.012, family="grid"),
             _comparison("best_single", fused, "de", "accuracy", 0.01, 0.03, False),
             _comparison("best_single_3seeds", fused, "de", "accuracy", 0.01, 0.06, False, seeds=3, low=-0.02,
@@ -226,15 +227,17 @@ def test_nulls_give_their_adjusted_bounds_by_family_beside_the_noise_floor_and_t
     index = {(r["reference"], r["head"], r["layers"], r["lang"], r["condition"], r["metric"]): r for r in rows}
     tables = make_tables({}, comparisons={}, comparison_index=index)
     tables["comparisons"] = rows
-    accuracy, ece, ece_grid, seeds = null_findings(tables)
-    assert accuracy.startswith("- What the nulls rule out, accuracy against the best single layer, pre-specified: "
-                               "1 of 1 tested")
-    assert "median half-width of 0.030 and a largest of 0.030 (aif [4, 12], de: -0.020 to +0.040)." in accuracy
-    assert "ece against the best single layer, pre-specified: 2 of 3 tested (configuration x language) " \
-           "comparisons are not significant" in ece
-    assert "median half-width of 0.015 and a largest of 0.020 (aif [4, 12], ja: -0.022 to +0.018), beside a " \
-           "median noise floor of 0.010" in ece
-    assert ", rest of the grid: 1 of 1 tested" in ece_grid and "largest of 0.040 (mean [4, 12], ja" in ece_grid
+    accuracy, ece, seeds = null_findings(tables)
+    assert accuracy.startswith("- What the nulls rule out, accuracy against the best single layer (Bonferroni-adjusted "
+                               "intervals within each Holm family, simultaneous 95%): pre-specified, per language: 1 "
+                               "of 1 not significant (Holm family of 4), half-widths median 0.030, largest 0.030 (aif "
+                               "[4, 12], de: -0.020 to +0.040).")
+    assert ("pre-specified, averaged outside English: 1 of 1 not significant (Holm family of 4), half-widths median "
+            "0.006, largest 0.006 (aif [4, 12]: -0.005 to +0.007), noise floor median 0.010; pre-specified, per "
+            "language: 2 of 3 not significant (Holm family of 4), half-widths median 0.015, largest 0.020 (aif [4, "
+            "12], ja: -0.022 to +0.018), noise floor median 0.010; rest of the grid, per language: 1 of 1 not "
+            "significant (Holm family of 4), half-widths median 0.040, largest 0.040 (mean [4, 12], ja") in ece
+    assert "`debiased_delta` in comparisons.csv" in ece
     # accuracy de: width 0.030 with 5 seeds; observed 0.060 on three; projected: se 0.0075, seed parts 0.03^2 / 32
     # each, rest 0: at 3 seeds each 0.03^2 / 32 * 5 / 3, total 0.03^2 * 10 / 96, dof (2 equal parts of 2 each) 4
     projected = 2.7764 * 0.03 * np.sqrt(10 / 96)
