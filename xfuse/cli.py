@@ -261,6 +261,9 @@ def run_task_command(plan_path, index, device, threads):
               help="Bootstrap resamples of the test examples; they estimate the example-level variance of a seed "
                    "mean (intervals and tests are t-based), so a few hundred suffice.")
 @click.option("--alpha", type=float, default=0.05, show_default=True, help="Level of the Holm-adjusted tests.")
+@click.option("--equivalence-margin", type=float, default=0.01, show_default=True,
+              help="Late against early fusion: the accuracy difference within which two one-sided tests call them "
+                   "equally accurate.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the resamples.")
 @click.option("--workers", type=int, default=lambda: os.cpu_count() or 1, show_default="the CPU count",
               help="Languages computed at once, in separate processes.")
@@ -276,8 +279,8 @@ def run_task_command(plan_path, index, device, threads):
 @click.option("--alignment", default=None,
               help="alignment.csv of xfuse align for the alignment section [default: computed once from the plan's "
                    "store and cached, or left out when the store is not here].")
-def report(plan_path, out, n_resamples, alpha, seed, workers, few_shot_ks, few_shot_draws, floor_simulations, cache,
-           no_cache, alignment):
+def report(plan_path, out, n_resamples, alpha, equivalence_margin, seed, workers, few_shot_ks, few_shot_draws,
+           floor_simulations, cache, no_cache, alignment):
     """Tables (CSV, Markdown) and figures of a sweep's results, with seed-level tests against the reference rows."""
     from xfuse.report.alignment import add_alignment
     from xfuse.report.render import write_report
@@ -287,7 +290,8 @@ def report(plan_path, out, n_resamples, alpha, seed, workers, few_shot_ks, few_s
         ks = tuple(int(k) for k in _comma_list(few_shot_ks))
     except ValueError:
         raise XfuseError(f"--few-shot-ks: expected comma-separated integers, got {few_shot_ks!r}") from None
-    config = ReportConfig(plan=plan_path, n_resamples=n_resamples, alpha=alpha, seed=seed, workers=workers,
+    config = ReportConfig(plan=plan_path, n_resamples=n_resamples, alpha=alpha, equivalence_margin=equivalence_margin,
+                          seed=seed, workers=workers,
                           few_shot_ks=ks, few_shot_draws=few_shot_draws, floor_simulations=floor_simulations,
                           cache=cache, use_cache=not no_cache, alignment=alignment)
     tables = add_alignment(build_report(config, log=click.echo), log=click.echo)

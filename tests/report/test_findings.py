@@ -21,7 +21,8 @@ def make_tables(values: dict, not_learned=(), few_shot=None, comparisons=None, p
     comparison_index = {(reference, key[0], layers_text(key), lang, condition, metric): row
                         for (reference, key, lang, condition, metric), row in (comparisons or {}).items()}
     tables = {"configurations": configurations, "last": LAST, "languages": LANGUAGES, "index": index,
-              "config": {"metrics": ("accuracy", "ece", "signed_calibration_error")},
+              "config": {"metrics": ("accuracy", "ece", "signed_calibration_error"), "alpha": 0.05,
+                         "equivalence_margin": 0.01},
               "not_learned": {key: [0] for key in not_learned}, "few_shot": few_shot or {},
               "comparison_index": comparison_index, "positive_rate": positive_rate or {}, "best_single": BEST,
               "baseline": SINGLE, "conditions": ("uncalibrated", "zero_shot_ts", "oracle_ts", "zero_shot_bias",
@@ -299,3 +300,32 @@ def test_processors_are_counted_per_configuration_and_mixed_ones_split_by_learne
     one = make_tables({}, provenance={"seeds_by_processor": {alone: {amd: [0, 1]}, mixed: {"not recorded": [0]}}})
     assert processor_findings(one) == ["- Processors: every run that recorded its processor ran on AMD EPYC (1 runs "
                                        "recorded no processor), so this study cannot detect a processor effect."]
+
+
+def test_late_against_early_states_equivalence_within_the_margin_only_where_both_one_sided_tests_reject():
+    late, early = ("late", (5, LAST)), ("aif", (3, LAST))
+    values, comparisons = {}, {}
+    for lang in LANGUAGES + ["outside-en"]:
+        for metric in ("accuracy", "ece"):
+            values[(late, lang, "uncalibrated", metric)] = values[(early, lang, "uncalibrated", metric)] = 0.5
+    # se 0.002 and 10 dof: t_{0.95, 10} = 1.8125, 90% half-width 0.003625; ja's se 0.01 reaches past the margin
+    for lang, delta, se, equivalent in (("outside-en", 0.001, 0.002, True), ("en", 0.002, 0.002, True),
+                                        ("de", -0.003, 0.002, True), ("ja", 0.0, 0.01, False)):
+        for metric in ("accuracy", "ece"):
+            comparisons[("early_fusion", late, lang, "uncalibrated", metric)] = {
+                "delta": delta, "significant": False, "example_only": False, "beyond_floor": False, "se": se,
+                "dof": 10.0, "low": delta - 2 * se, "high": delta + 2 * se, "lang": lang, "low_adjusted": delta - 3 * se,
+                "high_adjusted": delta + 3 * se, "family_size": 3, "noise_floor": 0.01, "p_holm": 0.9,
+                "equivalence_p_holm": 0.01 if equivalent else 0.4, "equivalent": equivalent}
+            comparisons[("early_fusion", late, lang, "zero_shot_ts", metric)] = dict(
+                comparisons[("early_fusion", late, lang, "uncalibrated", metric)])
+    tables = make_tables(values, comparisons=comparisons, late_against_early=(late, early))
+    tables["index"][("single", "12", "outside-en", "uncalibrated", "accuracy")] = {"value": 0.5}  # has pooled rows
+    (line,) = late_against_early(tables)
+    assert ("Equally accurate within +-0.01 (two one-sided tests at 0.05, each a 90% interval inside the margin; Holm "
+            "over the languages): averaged outside English shown (p 0.01, interval [-0.003, +0.005]), per language "
+            "shown in 2 of 3 (en, de); the widest interval [-0.018, +0.018] (ja).") in line
+    assert "Not significantly different is not the same as equivalent" in line
+    for row in comparisons.values():
+        row["equivalence_p_holm"] = None
+    assert "Equivalence within +-0.01 accuracy is not tested" in late_against_early(tables)[0]

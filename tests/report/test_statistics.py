@@ -7,7 +7,7 @@ from scipy.stats import t as student_t
 
 from xfuse.calibration import metrics as cal
 from xfuse.errors import XfuseError
-from xfuse.report.statistics import (bonferroni_interval, ece_noise_floor, holm, paired_seed_test,
+from xfuse.report.statistics import (bonferroni_interval, ece_noise_floor, equivalence_test, holm, paired_seed_test,
                                      projected_half_width, seed_interval)
 
 
@@ -33,6 +33,20 @@ def test_bonferroni_interval_hand_computed_and_never_disagrees_with_holm_on_a_nu
                 assert low <= 0 <= high
     with pytest.raises(XfuseError, match="family_size: expected an integer >= 1, got 0"):
         bonferroni_interval(0.1, 0.1, 3, 0)
+
+
+def test_equivalence_test_rejects_exactly_when_the_90_percent_interval_lies_inside_the_margin():
+    # delta 0.002, se 0.003, 10 dof, margin 0.01: the upper test's t = (0.002 - 0.01) / 0.003 = -2.667 decides;
+    # P(T_10 > 2.667) lies between P(T_10 > 2.764) = 0.01 and P(T_10 > 2.228) = 0.025 (printed tables)
+    p = equivalence_test(0.002, 0.003, 10, 0.01)
+    assert 0.01 < p < 0.025
+    rng = np.random.default_rng(1)
+    for delta, se, dof in zip(rng.normal(0, 0.01, 300), rng.uniform(0.001, 0.01, 300), rng.uniform(2, 30, 300)):
+        half = student_t.ppf(0.95, dof) * se
+        assert (equivalence_test(delta, se, dof, 0.01) < 0.05) == (-0.01 < delta - half and delta + half < 0.01)
+    assert equivalence_test(0.005, 0.0, 4, 0.01) == 0.0 and equivalence_test(0.02, 0.0, 4, 0.01) == 1.0
+    with pytest.raises(XfuseError, match="margin: expected a positive equivalence margin, got 0"):
+        equivalence_test(0.0, 0.1, 3, 0)
 
 
 def test_projected_half_width_hand_computed_and_unchanged_at_the_seeds_it_was_estimated_on():

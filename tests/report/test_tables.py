@@ -17,7 +17,8 @@ from xfuse.heads.result_files import write_manifest
 from xfuse.report.figures import (accuracy_vs_ece_figure, delta_heatmap_figure, delta_matrix, figure_specs,
                            reliability_figure, signed_error_figure)
 from xfuse.report.render import ROW_COLUMNS, to_csv, write_report
-from xfuse.report.tables import REPORT_METRICS, ReportConfig, build_report, lookup
+from xfuse.report.statistics import equivalence_test, holm
+from xfuse.report.tables import POOLED, REPORT_METRICS, ReportConfig, build_report, lookup
 from xfuse.sweep.plan import SweepSpec, make_plan, run_local, run_task
 
 SPEC = {"grids": [{"heads": ["single"], "layers": "each"},
@@ -117,6 +118,12 @@ def test_csv_holds_every_configuration_language_condition_and_metric_with_seed_r
             float(pick(read_rows(out), "late", r["layers"], r["lang"], r["condition"], r["metric"])["value"])
             - float(pick(read_rows(out), early[0], r["reference_layers"], r["lang"], r["condition"], r["metric"])["value"]),
             abs=1e-5)  # the CSV's six significant digits
+    # equally accurate within the margin: two one-sided tests on the accuracy rows, Holm over the languages
+    tested = [r for r in tables["comparisons"] if r["reference"] == "early_fusion" and r["p_holm"] is not None
+              and r["metric"] == "accuracy" and r["condition"] == "uncalibrated" and r["lang"] != POOLED]
+    assert tested and all(r["equivalence_p"] == equivalence_test(r["delta"], r["se"], r["dof"], 0.01) for r in tested)
+    assert [r["equivalence_p_holm"] for r in tested] == pytest.approx(list(holm([r["equivalence_p"] for r in tested])))
+    assert all(r["equivalence_p"] is None for r in tables["comparisons"] if r["metric"] != "accuracy")
     # what the bias adds to the temperature fitted on the same set: the pre-specified configurations only
     bias_rows = [r for r in comparisons if r["reference"] == "temperature"]
     assert {r["condition"] for r in bias_rows} == {"zero_shot_bias", "oracle_bias"}

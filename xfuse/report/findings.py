@@ -286,7 +286,8 @@ def late_against_early(tables: dict) -> list:
     late, early = pair
     sentence = (f"- Late against early fusion, each at its best lower layer on English dev ({label(late)} against "
                 f"{label(early)}, the fusion head with the lowest dev-en loss): accuracy changes "
-                f"{_changes(tables, 'early_fusion', late, 'accuracy', 'uncalibrated')}.")
+                f"{_changes(tables, 'early_fusion', late, 'accuracy', 'uncalibrated')}."
+                + _equivalence(tables, late))
     if is_learned(tables, late) and is_learned(tables, early):
         rows = [comparison(tables, "early_fusion", late, lang, "uncalibrated", "accuracy") for lang in tables["languages"]]
         shifted = [row["lang"] for row in rows if row["significant"]]
@@ -298,6 +299,41 @@ def late_against_early(tables: dict) -> list:
     else:
         sentence += " Calibration not compared: a side did not learn on every seed."
     return [sentence + _ensemble_control(tables, late)]
+
+
+def _equivalence(tables: dict, late: tuple) -> str:
+    """' Equally accurate within +-0.01 ...': the two one-sided tests of late against early fusion (accuracy,
+    uncalibrated), averaged outside English and per language (Holm over the languages), with the 1 - 2 alpha
+    intervals whose inclusion in the margin they test."""
+    config = tables["config"]
+    margin, alpha = config.get("equivalence_margin", 0.01), config["alpha"]
+    where = ([POOLED] if has_pooled(tables) else []) + tables["languages"]
+    rows = {lang: comparison(tables, "early_fusion", late, lang, "uncalibrated", "accuracy") for lang in where}
+    tested = {lang: row for lang, row in rows.items() if row.get("equivalence_p_holm") is not None}
+    if not tested:
+        return (f" Equivalence within +-{margin:g} accuracy is not tested: a side has a single seed (or the "
+                "difference is undefined).")
+
+    def interval(row):
+        half = float(student_t.ppf(1 - alpha, row["dof"]) * row["se"]) if row["se"] > 0 else 0.0
+        return f"[{row['delta'] - half:+.3f}, {row['delta'] + half:+.3f}]"
+
+    text = (f" Equally accurate within +-{margin:g} (two one-sided tests at {alpha:g}, each a {1 - 2 * alpha:.0%} "
+            "interval inside the margin; Holm over the languages):")
+    if POOLED in tested:
+        row = tested[POOLED]
+        text += (f" averaged outside English {'shown' if row['equivalent'] else 'not shown'} (p "
+                 f"{row['equivalence_p_holm']:.2g}, interval {interval(row)})")
+    per_language = {lang: row for lang, row in tested.items() if lang != POOLED}
+    if per_language:
+        shown = [lang for lang, row in per_language.items() if row["equivalent"]]
+        widest = max(per_language.values(), key=lambda row: row["se"])
+        text += (("," if POOLED in tested else "") + f" per language shown in {len(shown)} of {len(per_language)}"
+                 + (f" ({', '.join(shown)})" if shown else "")
+                 + f"; the widest interval {interval(widest)} ({widest['lang']})")
+    return text + (". Not significantly different is not the same as equivalent: where equivalence is not shown, "
+                   "the study cannot say the two are equally accurate." if len(
+                       [row for row in tested.values() if row["equivalent"]]) < len(tested) else ".")
 
 
 def _ensemble_control(tables: dict, late: tuple) -> str:

@@ -28,7 +28,8 @@ ROW_COLUMNS = ("head", "layers", "kind", "lower_layer", "seed", "seeds", "learne
                "condition", "metric", "value", "low", "high", "se", "dof", "seed_se", "example_se", "noise_floor")
 COMPARISON_COLUMNS = ("head", "layers", "kind", "lower_layer", "reference", "reference_layers", "lang", "condition",
                       "metric", "family", "delta", "low", "high", "se", "dof", "p_value", "p_holm", "significant",
-                      "family_size", "low_adjusted", "high_adjusted", "example_only", "same_seeds", "seeds",
+                      "family_size", "low_adjusted", "high_adjusted", "equivalence_p", "equivalence_p_holm",
+                      "equivalent", "example_only", "same_seeds", "seeds",
                       "reference_seeds", "noise_floor", "beyond_floor", "debiased_delta", "learned")
 TABLE_METRICS = ("accuracy", "ece", "signed_calibration_error", "smooth_ece", "brier", "nll", "auroc", "aurc")
 

@@ -207,6 +207,20 @@ def paired_seed_test(per_seed, resampled, reference_per_seed, reference_resample
             "se": float(np.sqrt(total)), "example_only": bool(example_only), "seed_parts": seed_parts}
 
 
+def equivalence_test(delta: float, se: float, dof: float, margin: float) -> float:
+    """Two one-sided tests (TOST) of ``|true difference| < margin``: the larger of the p-values of
+    ``H0: difference <= -margin`` (``P(T_nu > (delta + margin) / se)``) and ``H0: difference >= margin``
+    (``P(T_nu < (delta - margin) / se)``). Below ``alpha`` exactly when the ``1 - 2 alpha`` interval
+    ``delta +- t_{1 - alpha, nu} se`` lies inside ``(-margin, margin)``: the two are equivalent within the margin."""
+    if not margin > 0:
+        raise XfuseError(f"margin: expected a positive equivalence margin, got {margin}")
+    if not np.isfinite(delta) or not np.isfinite(se):
+        return float("nan")
+    if se == 0:
+        return 0.0 if abs(delta) < margin else 1.0
+    return float(max(student_t.sf((delta + margin) / se, dof), student_t.cdf((delta - margin) / se, dof)))
+
+
 def projected_half_width(se: float, seed_parts, seeds: int, level: float = 0.95) -> float:
     """The half-width a comparison's interval would have with ``seeds`` seeds per side, at its variance estimates.
 

@@ -66,7 +66,7 @@ from xfuse.report.cache import EntryCache, content_key
 from xfuse.report.results import (constant_member, fused_dev_en_loss, late_fusion, load_sweep, recorded_recipe, seed_ensemble,
                       train_base_rate)
 from xfuse.sweep.plan import sweep_paths
-from xfuse.report.statistics import bonferroni_interval, ece_noise_floors, holm, paired_seed_test, seed_interval
+from xfuse.report.statistics import bonferroni_interval, ece_noise_floors, equivalence_test, holm, paired_seed_test, seed_interval
 from xfuse.calibration.temperature import logit_difference_probabilities
 
 REPORT_METRICS = ("accuracy", "ece", "adaptive_ece", "smooth_ece", "signed_calibration_error", "brier",
@@ -93,6 +93,7 @@ class ReportConfig:
     n_resamples: int = 200  # a variance estimate (xfuse.report.statistics), not percentiles: SE within about 5%
     seed: int = 0
     alpha: float = 0.05
+    equivalence_margin: float = 0.01  # late against early fusion: equally accurate within +- this (two one-sided tests)
     workers: int = 1  # languages computed in parallel processes
     few_shot_ks: tuple = DEFAULT_KS  # labelled target-language dev examples of few-shot temperature scaling
     few_shot_draws: int = 100  # draws of each k (0: no few-shot section)
@@ -114,6 +115,9 @@ class ReportConfig:
             raise XfuseError(f"--bootstrap: expected at least 100 resamples, got {self.n_resamples}")
         if not 0 < self.alpha < 1:
             raise XfuseError(f"--alpha: expected a level in (0, 1), got {self.alpha}")
+        if not 0 < self.equivalence_margin < 1:
+            raise XfuseError(f"--equivalence-margin: expected an accuracy difference in (0, 1), got "
+                             f"{self.equivalence_margin}")
         if int(self.workers) < 1:
             raise XfuseError(f"--workers: expected an integer >= 1, got {self.workers}")
         if int(self.floor_simulations) < 10:
@@ -502,6 +506,16 @@ def build_report(config: ReportConfig, log: Callable[[str], None] = print) -> di
             row["low_adjusted"], row["high_adjusted"] = bonferroni_interval(row["delta"], row["se"], row["dof"],
                                                                             len(positions), config.alpha)
             row["family_size"] = len(positions)
+    equivalence = {}  # late against early fusion, accuracy: TOST, Holm over the languages (and the mean apart)
+    for index, row in enumerate(comparisons):
+        row["equivalence_p"] = row["equivalence_p_holm"] = row["equivalent"] = None
+        if row["reference"] == "early_fusion" and row["metric"] == "accuracy" and row["p_holm"] is not None:
+            row["equivalence_p"] = equivalence_test(row["delta"], row["se"], row["dof"], config.equivalence_margin)
+            equivalence.setdefault((row["lang"] == POOLED, row["condition"]), []).append(index)
+    for positions in equivalence.values():
+        for position, adjusted in zip(positions, holm([comparisons[i]["equivalence_p"] for i in positions])):
+            comparisons[position]["equivalence_p_holm"] = float(adjusted)
+            comparisons[position]["equivalent"] = bool(adjusted < config.alpha)
     few_shot = {key: few_shot_table(configurations[key], languages, config, bins, entries) for key in few_shot_keys}
     if few_shot:
         log(f"report: few-shot temperature scaling done ({len(few_shot)} configurations)")
