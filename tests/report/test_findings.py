@@ -56,7 +56,17 @@ def test_ordering_outside_english_over_layers_every_module_learned_with_both_ran
     assert "overconfidence with accuracy -0.60 (negative by construction in part" in line
     assert "mean confidence with accuracy +0.53." in line
     learned_only = {k: v for k, v in values.items() if k[0] != ("aif", (7, LAST))}
-    assert overconfidence_ordering(make_tables(learned_only, not_learned=[stuck])) == []  # layer 0 alone
+    # every module learned on layer 0 alone: aif (two layers with every seed learned, as dlfa, first by name) leaves
+    (line,) = overconfidence_ordering(make_tables(learned_only, not_learned=[stuck]))
+    assert "over the 2 lower layers on which every fusion module other than aif (left out: it learned on every seed " \
+           "at too few of the same lower layers) learned on every seed (4 configurations" in line
+    assert "By module, most overconfident first (accuracy in brackets): dlfa +0.050 (0.570), mean +0.020 (0.540)." \
+        in line
+    two = {k: v for k, v in learned_only.items() if k[0][0] != "mean"}
+    (line,) = overconfidence_ordering(make_tables(two, not_learned=[stuck]))
+    assert line == ("- Ordering outside English by fusion module and lower layer: not computed, as no two fusion "
+                    "modules learned on every seed at two or more of the same lower layers (lower layers with every "
+                    "seed learned: aif 0, 3; dlfa 0, 7).")
 
 
 def few_shot_tables(zero: float, oracle: float, few: dict) -> dict:
@@ -270,16 +280,18 @@ def test_sensitivity_redoes_partial_configurations_on_their_learned_seeds_and_sa
     lines = sensitivity_findings(tables)
     assert "1 trained configurations learned on some seeds only; the comparisons of 1 configurations" in lines[0]
     assert ("- Against the best single layer, uncalibrated, on learned seeds: of 2 (configuration x language) ECE "
-            "comparisons, 0 are significantly lower and 1 significantly higher by more than the noise floor, beside "
-            "1 lower and 0 higher of the 1 comparisons on every seed above (separate Holm families: not one "
-            "analysis).") in lines[1]
+            "comparisons, 0 are significantly lower and 1 significantly higher by more than the noise floor (aif "
+            "[0, 12] de +0.040), beside 1 lower and 0 higher of the 1 comparisons on every seed above (separate Holm "
+            "families: not one analysis).") in lines[1]
     assert "aif [0, 12] on 3 seeds +0.020 [+0.005, +0.035] significant (Holm is the more powerful" in lines[1]
     assert lines[-1].startswith("- What would change: the pre-specified aif [0, 12] learned on some seeds only and "
                                 "have no calibration finding above; their comparisons on learned seeds are in the "
                                 "lines just above.")
     assert lines[-1].endswith("Redone conditional on learning (every fusion configuration with two or more learned "
                               "seeds, 2 of 2, on those seeds), the module ordering, most overconfident first, is aif "
-                              "+0.050 (0.600), mean +0.020 (0.620).")
+                              "+0.050 (accuracy 0.600, 1 lower layer), mean +0.020 (accuracy 0.620, 1 lower layer). "
+                              "The modules' lower layers differ, so this ordering mixes module and layer; "
+                              "descriptive, no intervals.")
     tables["not_learned"] = {BEST: [0]}  # the reference itself is partial
     assert "the best single learned on some seeds only, so every calibration comparison against it above is left " \
            "out" in sensitivity_findings(tables)[-1]

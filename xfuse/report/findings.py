@@ -66,6 +66,10 @@ def _changes(tables, reference, key, metric, condition) -> str:
         parts.append(f"of those, larger than the noise floor in {len(beyond)}")
     if not parts:
         return text + f"; significant in none of the {len(languages)} languages ({_null_bounds(rows, metric)})"
+    nulls = [r for r in rows if not r["significant"] and r.get("low_adjusted") is not None]
+    if nulls:
+        parts.append(f"not significant in {len(nulls)} ({', '.join(r['lang'] for r in nulls)}: "
+                     f"{_null_bounds(nulls, metric)})")
     return text + "; " + "; ".join(parts)
 
 
@@ -77,8 +81,9 @@ def _null_bounds(rows: list, metric: str) -> str:
         return "not tested"
     sizes = sorted({row["family_size"] for row in tested})
     text = (f"changes outside {min(r['low_adjusted'] for r in tested):+.3f} to "
-            f"{max(r['high_adjusted'] for r in tested):+.3f} ruled out at 95%, Bonferroni-adjusted within "
-            f"{'its' if len(tested) == 1 else 'each'} Holm family of "
+            f"{max(r['high_adjusted'] for r in tested):+.3f} ruled out at 95%"
+            + (f" in every one of these {len(tested)} languages (the envelope of their intervals)" if len(tested) > 1
+               else "") + f", Bonferroni-adjusted within {'its' if len(tested) == 1 else 'each'} Holm family of "
             f"{' to '.join(map(str, sizes[::max(1, len(sizes) - 1)]))} tests")
     if metric in ("ece", "adaptive_ece") and all(row["noise_floor"] is not None for row in tested):
         text += f"; noise floor {'' if len(tested) == 1 else 'up to '}{max(r['noise_floor'] for r in tested):.3f}"
@@ -92,9 +97,10 @@ def has_pooled(tables: dict) -> bool:
 
 
 def _pooled_change(tables, reference, key, metric, condition) -> str:
-    """'-0.012 [-0.030, +0.006], not significant (Holm p 0.41)': the change of the mean outside English."""
+    """'-0.012 (unadjusted 95% interval -0.030 to +0.006), not significant (Holm p 0.41; ...)': the change of the
+    mean outside English."""
     row = comparison(tables, reference, key, POOLED, condition, metric)
-    text = f"{row['delta']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]"
+    text = f"{row['delta']:+.3f} (unadjusted 95% interval {row['low']:+.3f} to {row['high']:+.3f})"
     if not _tested(row):
         return text + ", not tested at the seed level (a side has a single seed)"
     if row["p_holm"] is None:
@@ -137,12 +143,14 @@ def _main_findings(tables: dict) -> list:
     languages, metrics = tables["languages"], tables["config"]["metrics"]
     last, best_single = tables["baseline"], tables["best_single"]
     lines = []
-    if tables["not_learned"]:
-        listed = "; ".join(f"{label(key)} (seeds {', '.join(map(str, seeds))})"
-                           for key, seeds in tables["not_learned"].items())
-        lines.append(f"- {len(tables['not_learned'])} of {len(tables['configurations']) - 1} configurations did not "
-                     f"beat the prior on English dev on every seed and are left out of every calibration finding "
-                     f"below: {listed}.")
+    kinds = tables.get("kinds", {})
+    counted = [key for key in tables["configurations"] if key != CONSTANT and kinds.get(key) != "ensemble"]
+    not_learned = {key: seeds for key, seeds in tables["not_learned"].items() if key in counted}
+    if not_learned:
+        listed = "; ".join(f"{label(key)} (seeds {', '.join(map(str, seeds))})" for key, seeds in not_learned.items())
+        lines.append(f"- {len(not_learned)} of {len(counted)} configurations (trained, and late fusion, which is "
+                     f"learned on a seed when both its runs are) did not beat the prior on English dev on every seed "
+                     f"and are left out of every calibration finding below: {listed}.")
     else:
         lines.append("- Every configuration beat the prior on English dev on every seed.")
     if "accuracy" in metrics:
@@ -153,6 +161,8 @@ def _main_findings(tables: dict) -> list:
                                         f"{tables['dev_en_loss'][best_single]:.4f})")):
             accuracy = [lookup(tables, key, lang, "uncalibrated", "accuracy")["value"] for lang in languages]
             sentence = f"- {what} reaches accuracy {_range(accuracy)} across the {len(languages)} languages"
+            if _outside(tables) and has_pooled(tables):
+                sentence += f" ({_mean_outside(tables, key, 'uncalibrated', 'accuracy'):.3f} averaged outside English)"
             if "ece" in metrics and (key == CONSTANT or is_learned(tables, key)):
                 ece = [lookup(tables, key, lang, "uncalibrated", "ece")["value"] for lang in languages]
                 sentence += f", with ECE {_range(ece)}"
@@ -166,7 +176,7 @@ def _main_findings(tables: dict) -> list:
         for reference, name in (("best_single", "the best single layer"), ("last_layer", "the last layer")):
             if tables["references"][reference] == key:
                 continue
-            sentence = f"- {label(key)} against {name}:"
+            sentence = f"- {_learned_label(tables, key)} against {name}:"
             both_learned = is_learned(tables, key) and is_learned(tables, tables["references"][reference])
             if has_pooled(tables):  # the primary endpoint: the mean over the non-English languages
                 sentence += " averaged outside English,"
@@ -212,7 +222,8 @@ def _main_findings(tables: dict) -> list:
                 lines.append(sentence)
     if "signed_calibration_error" in metrics:
         outside = [lang for lang in languages if lang != "en"]
-        learned_keys = [key for key in tables["configurations"] if key != CONSTANT and is_learned(tables, key)]
+        learned_keys = [key for key in tables["configurations"] if key != CONSTANT and is_learned(tables, key)
+                        and tables.get("kinds", {}).get(key, "trained") == "trained"]  # late fusion reuses their runs
         over = under = 0
         for key in learned_keys:
             for lang in outside:
@@ -224,10 +235,11 @@ def _main_findings(tables: dict) -> list:
                                    for key in learned_keys]) for lang in languages} if learned_keys else {}
         if per_lang:
             ordered = ", ".join(f"{lang} {value:+.3f}" for lang, value in sorted(per_lang.items(), key=lambda x: x[1]))
-            lines.append(f"- Direction, uncalibrated: of {total} (learned configuration, non-English language) pairs, "
+            lines.append(f"- Direction, uncalibrated: of {total} (learned trained configuration, non-English "
+                         "language) pairs (not independent: a configuration's languages share its runs), "
                          f"{over} are overconfident (mean confidence minus accuracy, its whole 95% interval above 0; "
                          "intervals not adjusted for multiplicity) "
-                         f"and {under} underconfident. Mean over learned configurations by language: {ordered}.")
+                         f"and {under} underconfident. Mean over those configurations by language: {ordered}.")
     if "ece" in metrics:
         for key in dict.fromkeys([best_single, last]):
             if not is_learned(tables, key):
@@ -239,16 +251,29 @@ def _main_findings(tables: dict) -> list:
             tests = [comparison(tables, "uncalibrated", key, lang, "zero_shot_ts", "ece") for lang in languages]
             lowered = [t["lang"] for t in tests if t["significant"] and t["delta"] < 0]
             invalid = sum(row["invalid_seeds"] for row in after)
+            raised = [t["lang"] for t in tests if t["significant"] and t["delta"] > 0]
             lines.append(f"- {label(key)}: zero-shot temperature scaling (T = {tables['temperatures'][key]:.3f}, "
                          f"fitted on English dev) lowers ECE significantly (same runs before and after, seeds as "
                          f"replicates) in {len(lowered)} of {len(languages)} languages"
                          + (f" ({', '.join(lowered)})" if lowered else "")
-                         + f" (mean {np.mean(before):.4f} before, {np.mean([r['value'] for r in after]):.4f} after"
+                         + (f", raises it in {len(raised)} ({', '.join(raised)})" if raised else "")
+                         + _null_clause(tests, "ece")
+                         + f" (mean over the {len(languages)} languages, English included: {np.mean(before):.4f} "
+                         f"before, {np.mean([r['value'] for r in after]):.4f} after"
                          + (f"; {invalid} seed-language fits anti-informative" if invalid else "")
                          + f"); the per-language oracle temperature gives {np.mean(oracle):.4f}, against a noise "
                          f"floor of {np.mean(floor):.4f} (the ECE a perfectly calibrated model of the same confidences "
                          "would show).")
     return lines
+
+
+def _learned_label(tables: dict, key: tuple) -> str:
+    """The configuration's label, with '(‡ learned on 1 of 5 seeds)' where it did not learn on every seed."""
+    if is_learned(tables, key):
+        return label(key)
+    row = lookup(tables, key, tables["languages"][0], "uncalibrated", tables["config"]["metrics"][0])
+    return (f"{label(key)} (‡ learned on {row['seeds'] - len(tables['not_learned'][key])} of {row['seeds']} seeds: "
+            "its accuracy is largely that of a head at the prior)")
 
 
 def _tested(row: dict) -> bool:
@@ -269,7 +294,16 @@ def _counted_changes(rows: dict, metric: str) -> str:
             + (f" ({', '.join(lower)})" if lower else "") + f", higher in {len(higher)}"
             + (f" ({', '.join(higher)})" if higher else "")
             + (f"; {below_floor} more significant but below the floor" if below_floor else "")
-            + (f"; not tested in {', '.join(untested)}" if untested else ""))
+            + (f"; not tested in {', '.join(untested)}" if untested else "") + _null_clause(list(rows.values()), metric))
+
+
+def _null_clause(rows: list, metric: str) -> str:
+    """'; not significant in 5 (de, es, ...: changes outside ... ruled out ...)', or '' when every tested row is
+    significant."""
+    nulls = [row for row in rows if not row["significant"] and row.get("low_adjusted") is not None]
+    if not nulls:
+        return ""
+    return f"; not significant in {len(nulls)} ({', '.join(row['lang'] for row in nulls)}: {_null_bounds(nulls, metric)})"
 
 
 def late_against_early(tables: dict) -> list:
@@ -384,13 +418,26 @@ def overconfidence_ordering(tables: dict) -> list:
     if not {"accuracy", "signed_calibration_error"} <= set(metrics) or not _outside(tables):
         return []
     fusion = [key for key in tables["configurations"] if key[0] in FUSION_HEADS and lower_layer(key, last) is not None]
-    modules = sorted({key[0] for key in fusion})
+    every_module = sorted({key[0] for key in fusion})
     learned_on = {layer: {key[0] for key in fusion if key[1][0] == layer and is_learned(tables, key)}
                   for layer in {key[1][0] for key in fusion}}
-    layers = sorted(layer for layer, heads in learned_on.items() if set(modules) <= heads)
-    keys = [key for key in fusion if key[1][0] in layers]
+    modules, dropped = list(every_module), []
+    while True:  # drop the module that learned on every seed at the fewest lower layers until two layers remain
+        layers = sorted(layer for layer, heads in learned_on.items() if set(modules) <= heads)
+        if len(layers) >= 2 or len(modules) <= 2:
+            break
+        weakest = min(modules, key=lambda head: (sum(head in heads for heads in learned_on.values()), head))
+        modules.remove(weakest)
+        dropped.append(weakest)
+    keys = [key for key in fusion if key[0] in modules and key[1][0] in layers]
     if len(modules) < 2 or len(layers) < 2:  # nothing to order on one side
-        return []
+        if len(every_module) < 2:
+            return []
+        return [f"- Ordering outside English by fusion module and lower layer: not computed, as no two fusion modules "
+                f"learned on every seed at two or more of the same lower layers (lower layers with every seed learned: "
+                + "; ".join(f"{head} {', '.join(str(layer) for layer in sorted(learned_on) if head in learned_on[layer]) or 'none'}"
+                            for head in every_module) + ")."]
+    fusion = [key for key in fusion if key[0] in modules]
     signed = {key: _mean_outside(tables, key, "uncalibrated", "signed_calibration_error") for key in keys}
     accuracy = {key: _mean_outside(tables, key, "uncalibrated", "accuracy") for key in keys}
 
@@ -409,7 +456,9 @@ def overconfidence_ordering(tables: dict) -> list:
     left_out = len(fusion) - len(keys)
     return [f"- Ordering outside English, uncalibrated (mean confidence minus accuracy, positive: overconfident; seed "
             f"means averaged over {len(_outside(tables))} languages), over the {len(layers)} lower layers on which "
-            f"every fusion module learned on every seed ({len(keys)} configurations"
+            + (f"every fusion module other than {', '.join(dropped)} (left out: it learned on every seed at too few "
+               f"of the same lower layers)" if dropped else "every fusion module")
+            + f" learned on every seed ({len(keys)} configurations"
             + (f"; {left_out} other fusion configurations left out" if left_out else "") + "). By module, most "
             "overconfident first (accuracy in brackets): "
             + ", ".join(f"{head} {error:+.3f} ({acc:.3f})" for head, (error, acc) in grouped(lambda key: key[0]))
@@ -587,10 +636,14 @@ def _conditional_ordering(tables: dict) -> str:
     if len(modules) < 2:
         return ""
     ordered = sorted(modules.items(), key=lambda item: -np.mean([e for e, _ in item[1]]))
+    absent = sorted({key[0] for key in fusion} - set(modules))
     return (f" Redone conditional on learning (every fusion configuration with two or more learned seeds, "
             f"{len(values)} of {len(fusion)}, on those seeds), the module ordering, most overconfident first, is "
-            + ", ".join(f"{head} {np.mean([e for e, _ in pairs]):+.3f} ({np.mean([a for _, a in pairs]):.3f})"
-                        for head, pairs in ordered) + ".")
+            + ", ".join(f"{head} {np.mean([e for e, _ in pairs]):+.3f} (accuracy {np.mean([a for _, a in pairs]):.3f}, "
+                        f"{len(pairs)} lower layer{'s' if len(pairs) > 1 else ''})" for head, pairs in ordered)
+            + (f"; {', '.join(absent)} left out (no lower layer with two learned seeds)" if absent else "")
+            + ". The modules' lower layers differ, so this ordering mixes module and layer; descriptive, no "
+            "intervals.")
 
 
 def sensitivity_findings(tables: dict) -> list:
@@ -633,9 +686,15 @@ def sensitivity_findings(tables: dict) -> list:
             per_lang = [row for row in rows if row["lang"] != POOLED]
             lower, higher = _beyond_floor_counts(per_lang)
             main_lower, main_higher = _beyond_floor_counts(main)
+            called = [row for row in per_lang if row["significant"] and row["beyond_floor"]]
             sentence = (f"- Against {name}, {words}, on learned seeds: of {len(per_lang)} (configuration x language) "
                         f"ECE comparisons, {lower} are significantly lower and {higher} significantly higher by more "
-                        f"than the noise floor, beside {main_lower} lower and {main_higher} higher of the {len(main)} "
+                        f"than the noise floor"
+                        + (" (" + ", ".join(f"{_row_label(row)} {row['lang']} {row['delta']:+.3f}"
+                                            for row in called[:LISTED])
+                           + (f", and {len(called) - LISTED} more" if len(called) > LISTED else "") + ")"
+                           if called else "")
+                        + f", beside {main_lower} lower and {main_higher} higher of the {len(main)} "
                         "comparisons on every seed above (separate Holm families: not one analysis).")
             pooled = sorted((row for row in rows if row["lang"] == POOLED), key=lambda row: row["p_value"])
             if pooled:
