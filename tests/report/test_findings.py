@@ -246,7 +246,8 @@ def test_nulls_give_their_adjusted_bounds_by_family_and_scope_beside_the_noise_f
     assert ("pre-specified, averaged outside English: 1 of 1 not significant (Holm family of 4), half-widths median "
             "0.006, largest 0.006 (aif [4, 12]: -0.005 to +0.007), noise floor median 0.010; pre-specified, per "
             "language: 2 of 3 not significant (Holm family of 4), half-widths median 0.015, largest 0.020 (aif [4, "
-            "12], ja: -0.022 to +0.018), noise floor median 0.010; rest of the grid, per language: 1 of 1 not "
+            "12], ja: -0.022 to +0.018), noise floor median 0.010 (half-widths 1.5 times it: changes the size of the "
+            "floor cannot be detected here); rest of the grid, per language: 1 of 1 not "
             "significant (Holm family of 4), half-widths median 0.040, largest 0.040 (mean [4, 12], ja") in ece
     assert "`debiased_delta` in comparisons.csv" in ece
     # accuracy de: width 0.030 with 5 seeds; observed 0.060 on three; projected: se 0.0075, seed parts 0.03^2 / 32
@@ -309,6 +310,13 @@ def test_processors_are_counted_per_configuration_and_mixed_ones_split_by_learne
     assert "2 processors ran the trained runs; 1 configurations ran only on AMD EPYC, 0 configurations ran only on " \
            "Intel Xeon (6/207/2), 1 on more than one." in line
     assert "single [10]: 2/3 learned on AMD EPYC, 1/2 learned on Intel Xeon (6/207/2)" in line
+    fused = ("aif", (4, LAST))
+    tables["provenance"]["seeds_by_processor"][fused] = {intel: [0, 1]}
+    tables["references"] = {"best_single": alone, "last_layer": mixed}
+    (line,) = processor_findings(tables)
+    assert line.endswith("The best single layer (single [4]) ran on AMD EPYC only, and 1 of the 2 other "
+                         "configurations on other processors only: those comparisons are also comparisons across "
+                         "processors (a rerun of the reference on the other processor bounds that part).")
     one = make_tables({}, provenance={"seeds_by_processor": {alone: {amd: [0, 1]}, mixed: {"not recorded": [0]}}})
     assert processor_findings(one) == ["- Processors: every run that recorded its processor ran on AMD EPYC (1 runs "
                                        "recorded no processor), so this study cannot detect a processor effect."]

