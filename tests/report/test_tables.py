@@ -756,3 +756,17 @@ def test_three_seed_comparisons_take_the_first_three_seeds_of_each_side():
     job, kept, *_ = _subset_job({key: [True] * 3 for key in (("single", (7,)), ("single", (12,)), ("aif", (4, 12)))},
                                 seeds=3)
     assert not any(row["reference"].endswith("_3seeds") for row in _comparisons(job, kept, "de"))  # nothing to drop
+
+
+def test_delta_matrix_leaves_calibration_cells_blank_where_a_side_did_not_learn():
+    rows = [{"reference": "best_single", "lang": "de", "condition": "uncalibrated", "metric": metric, "head": head,
+             "lower_layer": lower, "delta": delta, "significant": True, "learned": learned}
+            for metric in ("ece", "accuracy")
+            for head, lower, delta, learned in (("aif", 0, 0.1, False), ("aif", 1, 0.2, True), ("dlfa", 1, 0.3, True))]
+    tables = {"comparisons": rows}
+    heads, lowers, deltas, significant = delta_matrix(tables, "ece", "uncalibrated", "de")
+    assert heads == ["aif", "dlfa"] and lowers == [0, 1]
+    np.testing.assert_array_equal(deltas, [[np.nan, 0.2], [np.nan, 0.3]])  # dlfa on 0 not run; aif on 0 not learned
+    assert significant.tolist() == [[False, True], [False, True]]
+    _, _, accuracy, _ = delta_matrix(tables, "accuracy", "uncalibrated", "de")
+    np.testing.assert_array_equal(accuracy, [[0.1, 0.2], [np.nan, 0.3]])  # accuracy is shown whether or not learned

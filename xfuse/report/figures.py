@@ -33,7 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from xfuse.calibration.metrics import bin_edges, reliability_bins  # noqa: E402
-from xfuse.report.tables import CONSTANT, lookup  # noqa: E402
+from xfuse.report.tables import CALIBRATION_METRICS, CONSTANT, lookup  # noqa: E402
 
 METRIC_LABELS = {"accuracy": "accuracy", "ece": "ECE", "adaptive_ece": "adaptive ECE", "smooth_ece": "smooth ECE",
                  "brier": "Brier score", "nll": "NLL", "mce": "MCE", "classwise_ece": "classwise ECE",
@@ -65,7 +65,8 @@ def _grid(count: int, width: float = 3.6, height: float = 3.0):
 
 
 def delta_matrix(tables: dict, metric: str, condition: str, lang: str) -> tuple:
-    """(heads, lower layers, deltas against the best single layer (heads x layers, NaN where not run), significance)."""
+    """(heads, lower layers, deltas against the best single layer (heads x layers, NaN where not run, and for a
+    calibration metric where a side did not learn on every seed), significance)."""
     rows = [row for row in tables["comparisons"] if row["reference"] == "best_single" and row["lang"] == lang
             and row["condition"] == condition and row["metric"] == metric and row["lower_layer"] is not None
             and row["head"] != "single"]
@@ -74,6 +75,8 @@ def delta_matrix(tables: dict, metric: str, condition: str, lang: str) -> tuple:
     deltas = np.full((len(heads), len(lowers)), np.nan)
     significant = np.zeros((len(heads), len(lowers)), dtype=bool)
     for row in rows:
+        if metric in CALIBRATION_METRICS and not row["learned"]:
+            continue  # calibration at the prior is calibration by construction: left blank
         position = heads.index(row["head"]), lowers.index(row["lower_layer"])
         deltas[position], significant[position] = row["delta"], row["significant"]
     return heads, lowers, deltas, significant
@@ -96,9 +99,12 @@ def delta_heatmap_figure(tables: dict, metric: str, condition: str):
         for (i, j), flag in np.ndenumerate(significant):
             if flag:
                 axis.text(j, i, "*", ha="center", va="center", fontsize=12, color="black")
+            elif metric in CALIBRATION_METRICS and (heads[i], (lowers[j], tables["last"])) in tables["not_learned"]:
+                axis.text(j, i, "‡", ha="center", va="center", fontsize=10, color="grey")
     figure.colorbar(image, ax=list(axes), label=f"change in {METRIC_LABELS[metric]} against the best single layer")
     figure.suptitle(f"Change in {METRIC_LABELS[metric]} against {configuration_label(tables['best_single'])} (best "
-                    f"single layer on dev-en), {CONDITION_LABELS[condition]} (* seed-level, significant after Holm)")
+                    f"single layer on dev-en), {CONDITION_LABELS[condition]} (* seed-level, significant after Holm"
+                    + ("; ‡ blank: not learned on every seed" if metric in CALIBRATION_METRICS else "") + ")")
     return figure
 
 
@@ -159,8 +165,10 @@ def signed_error_figure(tables: dict, condition: str = "uncalibrated"):
         positions = np.arange(len(languages)) + (number - (len(keys) - 1) / 2) * spread
         values = np.array([row["value"] for row in rows])
         errors = np.array([[row["value"] - row["low"] for row in rows], [row["high"] - row["value"] for row in rows]])
-        axis.errorbar(positions, values, yerr=errors, marker=HEAD_MARKERS.get(key[0], "o"), linestyle="-",
-                      capsize=2, label=configuration_label(key))
+        learned = key not in tables["not_learned"]
+        axis.errorbar(positions, values, yerr=errors, marker=HEAD_MARKERS.get(key[0], "o"),
+                      linestyle="-" if learned else ":", alpha=1.0 if learned else 0.4, capsize=2,
+                      label=configuration_label(key) + ("" if learned else " ‡ (not learned on every seed)"))
     axis.axhline(0, color="grey", linewidth=1)
     axis.set_xticks(range(len(languages)), languages)
     axis.set_xlabel("test language")
@@ -180,9 +188,10 @@ def accuracy_vs_ece_figure(tables: dict, condition: str = "uncalibrated"):
         for lang in tables["languages"]:
             accuracy = lookup(tables, key, lang, condition, "accuracy")["value"]
             ece = lookup(tables, key, lang, condition, "ece")["value"]
-            is_baseline = key == tables["baseline"]
-            axis.scatter(ece, accuracy, color=colors[lang], marker=HEAD_MARKERS.get(key[0], "o"),
-                         s=80 if is_baseline else 30, edgecolors="black" if is_baseline else "none", alpha=0.8)
+            is_baseline, learned = key == tables["baseline"], key not in tables["not_learned"]
+            axis.scatter(ece, accuracy, color=colors[lang] if learned else "none", marker=HEAD_MARKERS.get(key[0], "o"),
+                         s=80 if is_baseline else 30, alpha=0.8,
+                         edgecolors="black" if is_baseline else (colors[lang] if not learned else "none"))
         heads_seen.add(key[0])
     language_handles = [plt.Line2D([], [], color=colors[lang], marker="o", linestyle="", label=lang)
                         for lang in tables["languages"]]
@@ -195,7 +204,8 @@ def accuracy_vs_ece_figure(tables: dict, condition: str = "uncalibrated"):
                 fontsize=8)
     axis.set_xlabel(f"ECE ({CONDITION_LABELS[condition]})")
     axis.set_ylabel("accuracy")
-    axis.set_title("Accuracy against ECE on test, every configuration (mean over seeds)")
+    axis.set_title("Accuracy against ECE on test, every configuration (mean over seeds; hollow: not learned on every "
+                   "seed, its ECE is that of a head at the prior)")
     return figure
 
 
