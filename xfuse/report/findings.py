@@ -274,7 +274,7 @@ def _learned_label(tables: dict, key: tuple) -> str:
         return label(key)
     row = lookup(tables, key, tables["languages"][0], "uncalibrated", tables["config"]["metrics"][0])
     return (f"{label(key)} (‡ learned on {row['seeds'] - len(tables['not_learned'][key])} of {row['seeds']} seeds: "
-            "its accuracy is largely that of a head at the prior)")
+            "the others stayed at the prior, and its accuracy averages both)")
 
 
 def _tested(row: dict) -> bool:
