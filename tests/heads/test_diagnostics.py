@@ -25,6 +25,14 @@ def test_a_run_still_improving_at_the_cap_has_not_converged():
     assert flat["reason"] == "max_epochs" and flat["converged"]
 
 
+def test_patience_running_out_on_the_caps_epoch_is_patience():
+    # best at epoch 4 of 6, patience 2: the loop's rule (6 - 4 >= 2) stops it at epoch 6, the cap's epoch too
+    facts = stopping(curve([0.69, 0.66, 0.64, 0.62, 0.63, 0.65]), max_epochs=6, patience=2)
+    assert facts["reason"] == "patience" and facts["converged"] and facts["epochs"] == 6
+    within = stopping(curve([0.69, 0.66, 0.64, 0.63, 0.62, 0.63]), max_epochs=6, patience=2)  # best at 5: 6 - 5 < 2
+    assert within["reason"] == "max_epochs"
+
+
 def test_wilson_interval_against_a_hand_computed_case():
     # 80 of 100, z = 1.959964: centre (0.8 + z^2/200) / (1 + z^2/100), half-width as in Wilson (1927)
     low, high = wilson_interval(80, 100)

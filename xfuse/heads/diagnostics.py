@@ -6,7 +6,8 @@ these functions say which runs those are, from the run's own curve and its
 English dev predictions (never test).
 
 - :func:`stopping`: ``reason`` is ``"patience"`` (``patience`` epochs without a
-  lower dev-en loss) or ``"max_epochs"`` (the cap). A run that stopped at the
+  lower dev-en loss, also when that happens on the cap's epoch) or
+  ``"max_epochs"`` (the cap, still within patience of its best epoch). A run that stopped at the
   cap is ``converged`` only if its best dev-en loss over the last
   ``window`` epochs improved on the best before them by at most ``tolerance``;
   a run stopped by patience is converged by definition of the rule.
@@ -40,7 +41,9 @@ def stopping(curve: list, max_epochs: int, patience: int, window: int = 3, toler
     """Why training ended and whether it had converged (module docstring); ``curve`` as in ``curve.json``."""
     losses = [epoch["dev_en_loss"] for epoch in curve]
     best_epoch = int(np.argmin(losses)) + 1
-    reason = "max_epochs" if len(curve) >= max_epochs else "patience"
+    # at the cap, patience may have run out on the same epoch: the training loop stops there for either reason
+    stopped_by_patience = len(curve) < max_epochs or len(curve) - best_epoch >= patience
+    reason = "patience" if stopped_by_patience else "max_epochs"
     if reason == "patience" or len(losses) <= window:
         improvement = None
         converged = reason == "patience"
