@@ -18,10 +18,9 @@ Usage::
 
 import numpy as np
 from scipy.stats import spearmanr
-from scipy.stats import t as student_t
 
 from xfuse.report.provenance import NOT_RECORDED
-from xfuse.report.statistics import projected_half_width
+from xfuse.report.statistics import projected_half_width, t_quantile
 from xfuse.report.tables import (CONSTANT, FEW_SEEDS, FEW_SEEDS_SUFFIX, FUSION_HEADS, LEARNED_SUFFIX, POOLED, comparison,
                                  is_learned, lookup, lower_layer, stability_table)
 
@@ -350,7 +349,7 @@ def _equivalence(tables: dict, late: tuple) -> str:
                 "difference is undefined).")
 
     def interval(row):
-        half = float(student_t.ppf(1 - alpha, row["dof"]) * row["se"]) if row["se"] > 0 else 0.0
+        half = t_quantile(1 - alpha, row["dof"]) * row["se"] if row["se"] > 0 else 0.0
         return f"[{row['delta'] - half:+.3f}, {row['delta'] + half:+.3f}]"
 
     text = (f" Equally accurate within +-{margin:g} (two one-sided tests at {alpha:g}, each a {1 - 2 * alpha:.0%} "
@@ -817,8 +816,8 @@ def null_findings(tables: dict) -> list:
                                  for metric, values in projected.items())
                      + f". The seed part of the variance alone would shrink the width by sqrt({FEW_SEEDS}/{most}) = "
                      f"{np.sqrt(FEW_SEEDS / most):.2f}, and the t quantile falls from "
-                     f"{student_t.ppf(0.975, FEW_SEEDS - 1):.2f} ({FEW_SEEDS - 1} degrees of freedom) towards "
-                     f"{student_t.ppf(0.975, most - 1):.2f} ({most - 1}); the test-example part does not shrink with "
+                     f"{t_quantile(0.975, FEW_SEEDS - 1):.2f} ({FEW_SEEDS - 1} degrees of freedom) towards "
+                     f"{t_quantile(0.975, most - 1):.2f} ({most - 1}); the test-example part does not shrink with "
                      "seeds.")
     return lines
 
