@@ -31,6 +31,8 @@ def test_patience_running_out_on_the_caps_epoch_is_patience():
     assert facts["reason"] == "patience" and facts["converged"] and facts["epochs"] == 6
     within = stopping(curve([0.69, 0.66, 0.64, 0.63, 0.62, 0.63]), max_epochs=6, patience=2)  # best at 5: 6 - 5 < 2
     assert within["reason"] == "max_epochs"
+    early = stopping(curve([0.69, 0.66, 0.64, 0.62, 0.63, 0.65]), max_epochs=6, patience=2, min_epochs=20)
+    assert early["reason"] == "max_epochs"  # patience may not stop a run before min_epochs: the cap did
 
 
 def test_wilson_interval_against_a_hand_computed_case():

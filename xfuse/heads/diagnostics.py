@@ -6,7 +6,8 @@ these functions say which runs those are, from the run's own curve and its
 English dev predictions (never test).
 
 - :func:`stopping`: ``reason`` is ``"patience"`` (``patience`` epochs without a
-  lower dev-en loss, also when that happens on the cap's epoch) or
+  lower dev-en loss from ``min_epochs`` on, also when that happens on the
+  cap's epoch) or
   ``"max_epochs"`` (the cap, still within patience of its best epoch). A run that stopped at the
   cap is ``converged`` only if its best dev-en loss over the last
   ``window`` epochs improved on the best before them by at most ``tolerance``;
@@ -37,12 +38,14 @@ from scipy.stats import norm
 from xfuse.calibration.metrics import check_probs, predicted_class, resample_counts, top_label
 
 
-def stopping(curve: list, max_epochs: int, patience: int, window: int = 3, tolerance: float = 1e-3) -> dict:
+def stopping(curve: list, max_epochs: int, patience: int, window: int = 3, tolerance: float = 1e-3,
+             min_epochs: int = 0) -> dict:
     """Why training ended and whether it had converged (module docstring); ``curve`` as in ``curve.json``."""
     losses = [epoch["dev_en_loss"] for epoch in curve]
     best_epoch = int(np.argmin(losses)) + 1
-    # at the cap, patience may have run out on the same epoch: the training loop stops there for either reason
-    stopped_by_patience = len(curve) < max_epochs or len(curve) - best_epoch >= patience
+    # at the cap, patience may have run out on the same epoch (from min_epochs on, as the training loop's rule)
+    stopped_by_patience = len(curve) < max_epochs or (len(curve) >= min_epochs
+                                                       and len(curve) - best_epoch >= patience)
     reason = "patience" if stopped_by_patience else "max_epochs"
     if reason == "patience" or len(losses) <= window:
         improvement = None

@@ -383,7 +383,8 @@ def _train_and_score(config, store, layers, head, languages, reader, started, lo
     predicting = time.perf_counter() - evaluation_started
     zero_shot = TemperatureScaler().fit(logits["dev-en"], labels["dev-en"])
     zero_shot_bias = BiasScaler().fit(logits["dev-en"], labels["dev-en"])
-    metrics = {"best_epoch": best[2], "stopped": stopping(curve, config.max_epochs, config.patience),
+    stopped = stopping(curve, config.max_epochs, config.patience, min_epochs=config.min_epochs)
+    metrics = {"best_epoch": best[2], "stopped": stopped,
                "learned": learned(logits["dev-en"], labels["dev-en"], train_base_rate, seed=config.seed),
                "zero_shot_temperature": zero_shot.temperature_,
                "fits": {"zero_shot_ts": zero_shot.diagnostics(), "zero_shot_bias": zero_shot_bias.diagnostics()},
