@@ -16,6 +16,8 @@ Usage::
         print(line)
 """
 
+from itertools import combinations
+
 import numpy as np
 from scipy.stats import spearmanr
 
@@ -421,14 +423,18 @@ def overconfidence_ordering(tables: dict) -> list:
     every_module = sorted({key[0] for key in fusion})
     learned_on = {layer: {key[0] for key in fusion if key[1][0] == layer and is_learned(tables, key)}
                   for layer in {key[1][0] for key in fusion}}
-    modules, dropped = list(every_module), []
-    while True:  # drop the module that learned on every seed at the fewest lower layers until two layers remain
-        layers = sorted(layer for layer, heads in learned_on.items() if set(modules) <= heads)
-        if len(layers) >= 2 or len(modules) <= 2:
+    def shared(subset) -> list:
+        return sorted(layer for layer, heads in learned_on.items() if set(subset) <= heads)
+
+    # the most modules that learned on every seed at two or more of the same lower layers (then the most layers)
+    modules, layers = list(every_module), shared(every_module)
+    for size in range(len(every_module), 1, -1):
+        candidates = [list(subset) for subset in combinations(every_module, size) if len(shared(subset)) >= 2]
+        if candidates:
+            modules = max(candidates, key=lambda subset: len(shared(subset)))
+            layers = shared(modules)
             break
-        weakest = min(modules, key=lambda head: (sum(head in heads for heads in learned_on.values()), head))
-        modules.remove(weakest)
-        dropped.append(weakest)
+    dropped = [head for head in every_module if head not in modules]
     keys = [key for key in fusion if key[0] in modules and key[1][0] in layers]
     if len(modules) < 2 or len(layers) < 2:  # nothing to order on one side
         if len(every_module) < 2:
@@ -456,8 +462,9 @@ def overconfidence_ordering(tables: dict) -> list:
     left_out = len(fusion) - len(keys)
     return [f"- Ordering outside English, uncalibrated (mean confidence minus accuracy, positive: overconfident; seed "
             f"means averaged over {len(_outside(tables))} languages), over the {len(layers)} lower layers on which "
-            + (f"every fusion module other than {', '.join(dropped)} (left out: it learned on every seed at too few "
-               f"of the same lower layers)" if dropped else "every fusion module")
+            + (f"every fusion module other than {', '.join(dropped)} (left out: with {'it' if len(dropped) == 1 else 'them'}, "
+               "fewer than two lower layers have every module learned on every seed)" if dropped
+               else "every fusion module")
             + f" learned on every seed ({len(keys)} configurations"
             + (f"; {left_out} other fusion configurations left out" if left_out else "") + "). By module, most "
             "overconfident first (accuracy in brackets): "
